@@ -1,0 +1,128 @@
+"""The spectrum figure: one long-lived Bokeh figure whose data sources are updated in place.
+
+Pure Bokeh (no Panel), so the column logic can be tested without a server.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from bokeh.models import ColumnDataSource, HoverTool, Range1d
+from bokeh.plotting import figure
+
+__all__ = ["SPECTRUM_SOURCE_NAME", "MASKED_SOURCE_NAME", "SpectrumFigure",
+           "spectrum_columns", "masked_columns", "robust_range"]
+
+#: Names of the data sources, so browser tests can find them with
+#: ``Bokeh.documents[0].get_model_by_name(...)``.
+SPECTRUM_SOURCE_NAME = "spectrum_source"
+MASKED_SOURCE_NAME = "masked_source"
+
+_SPECTRUM_KEYS = ("wavelength", "flux", "flux_good", "sigma", "lower", "upper")
+_MASKED_KEYS = ("wavelength", "flux")
+
+
+def spectrum_columns(spec) -> dict[str, np.ndarray]:
+    """Columns for every pixel of ``spec`` (a :class:`~phdlspec_app.io.Spectrum`).
+
+    ``wavelength`` is vacuum Angstrom; ``flux`` and ``sigma`` are in the file's flux units.
+    ``flux_good``/``lower``/``upper`` are NaN at masked pixels (and ``lower``/``upper``
+    also where ivar <= 0), which makes Bokeh break the line and the error band there
+    instead of drawing across bad pixels.
+    """
+    good = ~spec.mask
+    sigma = spec.sigma  # inf where ivar <= 0
+    known = good & np.isfinite(sigma)
+    flux_good = np.where(good, spec.flux, np.nan)
+    return {
+        "wavelength": spec.wavelength,
+        "flux": spec.flux,
+        "flux_good": flux_good,
+        "sigma": np.where(np.isfinite(sigma), sigma, np.nan),
+        "lower": np.where(known, spec.flux - sigma, np.nan),
+        "upper": np.where(known, spec.flux + sigma, np.nan),
+    }
+
+
+def masked_columns(spec) -> dict[str, np.ndarray]:
+    """Wavelength (vacuum Angstrom) and flux of the masked pixels only."""
+    return {"wavelength": spec.wavelength[spec.mask], "flux": spec.flux[spec.mask]}
+
+
+def robust_range(values: np.ndarray, lo_pct: float = 0.2, hi_pct: float = 99.8,
+                 pad: float = 0.08) -> tuple[float, float] | None:
+    """(start, end) spanning the ``lo_pct``..``hi_pct`` percentiles of the finite values, padded.
+
+    Percentiles rather than min/max so a single cosmic ray or a bad end pixel does not
+    squash the whole spectrum into a flat line. None when there is no finite value.
+    """
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    lo, hi = np.percentile(values, [lo_pct, hi_pct])
+    span = hi - lo if hi > lo else max(abs(hi), 1.0)
+    return float(lo - pad * span), float(hi + pad * span)
+
+
+def _empty(keys) -> dict[str, np.ndarray]:
+    return {k: np.array([], dtype=float) for k in keys}
+
+
+@dataclass
+class SpectrumFigure:
+    """The figure and its two data sources (the pixels, and the masked pixels)."""
+
+    figure: figure
+    source: ColumnDataSource
+    masked_source: ColumnDataSource
+
+    @classmethod
+    def create(cls, height: int = 430) -> "SpectrumFigure":
+        """Build the (empty) figure once per session."""
+        source = ColumnDataSource(_empty(_SPECTRUM_KEYS), name=SPECTRUM_SOURCE_NAME)
+        masked = ColumnDataSource(_empty(_MASKED_KEYS), name=MASKED_SOURCE_NAME)
+        # Explicit Range1d (not auto DataRange1d): ranges are set from robust percentiles on
+        # each load, so a new file is always shown whole even after the user zoomed.
+        fig = figure(
+            height=height, sizing_mode="stretch_width", title="No spectrum loaded",
+            x_range=Range1d(3700, 9100), y_range=Range1d(0, 1),
+            x_axis_label="Vacuum wavelength (Å)", y_axis_label="Flux (file units)",
+            tools="pan,xwheel_zoom,box_zoom,reset,save", active_scroll="xwheel_zoom",
+        )
+        fig.varea("wavelength", "lower", "upper", source=source, fill_color="#1f77b4",
+                  fill_alpha=0.25, legend_label="±1σ (from ivar)")
+        line = fig.line("wavelength", "flux_good", source=source, line_color="#1f4e79",
+                        line_width=1, legend_label="flux")
+        fig.scatter("wavelength", "flux", source=masked, marker="x", size=6,
+                    line_color="#d62728", line_width=1.5, legend_label="masked pixel")
+        fig.add_tools(HoverTool(renderers=[line], mode="vline", tooltips=[
+            ("λ (Å, vacuum)", "@wavelength{0.00}"), ("flux", "@flux{0.000}"),
+            ("σ", "@sigma{0.000}")]))
+        fig.legend.location = "top_right"
+        fig.legend.click_policy = "hide"  # lets the user hide the band or the masked markers
+        fig.legend.background_fill_alpha = 0.7
+        return cls(fig, source, masked)
+
+    def show(self, spec, title: str) -> None:
+        """Replace the plotted data with ``spec`` (in place: same figure, same sources)."""
+        cols = spectrum_columns(spec)
+        self.source.data = cols
+        self.masked_source.data = masked_columns(spec)
+        self.figure.title.text = title
+        self._set_range(self.figure.x_range, robust_range(spec.wavelength, 0, 100, pad=0.01))
+        band = np.concatenate([cols["flux_good"], cols["lower"], cols["upper"]])
+        self._set_range(self.figure.y_range, robust_range(band))
+
+    def clear(self, title: str = "No spectrum loaded") -> None:
+        """Empty the plot (after a failed load, so it never shows a stale spectrum)."""
+        self.source.data = _empty(_SPECTRUM_KEYS)
+        self.masked_source.data = _empty(_MASKED_KEYS)
+        self.figure.title.text = title
+
+    @staticmethod
+    def _set_range(rng: Range1d, span: tuple[float, float] | None) -> None:
+        if span is None:
+            return
+        # reset_start/reset_end make the Reset tool return to this file's view.
+        rng.update(start=span[0], end=span[1], reset_start=span[0], reset_end=span[1])

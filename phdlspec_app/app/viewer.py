@@ -1,0 +1,201 @@
+"""The dashboard's spectrum view: pick or upload a LAMOST spectrum, see it plotted with its header.
+
+One :class:`SpectrumViewer` per browser session. Its param state (``spectrum``, ``error``,
+``warning``, ``status``) is the single source of truth; the widgets and panes only display it,
+so tests can drive :meth:`SpectrumViewer.load_path` / :meth:`SpectrumViewer.load_bytes`
+without a browser.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import panel as pn
+import param
+
+from phdlspec_app.io import Spectrum, SpectrumFormatError, read_spectrum
+
+from .files import SPECTRUM_SUFFIXES, find_lamost_files
+from .metadata import spectrum_warnings, summary_html
+from .plot import SpectrumFigure
+
+__all__ = ["SpectrumViewer", "MAX_UPLOAD_BYTES", "TITLE"]
+
+log = logging.getLogger(__name__)
+
+TITLE = "PhDLspec"
+
+#: Largest upload accepted, in bytes (20 MB, decimal). LAMOST low-resolution spectra are
+#: 50-300 kB, so this only stops mistakes (a whole tarball, a data cube).
+MAX_UPLOAD_BYTES = 20_000_000
+
+_PLACEHOLDER = "— choose a spectrum —"
+
+_ACCEPT = ",".join(sorted({s.rsplit(".", 1)[-1] for s in SPECTRUM_SUFFIXES}))  # fits,fit,gz,...
+_FORMATS_TEXT = ("FITS (.fits, .fits.gz, .fit) from LAMOST or any 1-D spectrum, "
+                 "or a text table (.csv, .txt, .ecsv, .dat) with wavelength and flux columns")
+
+_CSS = """
+.phdlspec-meta { border-collapse: collapse; font-size: 0.9rem; width: 100%; }
+.phdlspec-meta th { text-align: left; font-weight: 600; padding: 3px 14px 3px 0;
+                    white-space: nowrap; color: #444; vertical-align: top; }
+.phdlspec-meta td { padding: 3px 0; font-family: ui-monospace, monospace; word-break: break-all; }
+.phdlspec-meta tr { border-bottom: 1px solid #e5e5e5; }
+"""
+
+
+class SpectrumViewer(pn.viewable.Viewer):
+    """Show one spectrum: a data-directory picker, an upload box, the plot and the header table."""
+
+    spectrum = param.ClassSelector(class_=Spectrum, default=None, allow_None=True,
+                                   doc="The spectrum shown, or None.")
+    source_label = param.String(default="", doc="Name of the file shown (relative path or upload name).")
+    error = param.String(default="", doc="Why the last load failed ('' after a success).")
+    warning = param.String(default="", doc="Caveats about the spectrum shown (e.g. not a star).")
+    status = param.String(default="", doc="One line saying what is shown.")
+
+    def __init__(self, data_dir: str | os.PathLike | None = None, **params):
+        super().__init__(**params)
+        self.root, files, why = find_lamost_files(data_dir)
+        self.files = files
+        self.plot = SpectrumFigure.create()
+
+        self.picker = pn.widgets.Select(
+            name="LAMOST spectra in the data directory",
+            options=[_PLACEHOLDER, *files], value=_PLACEHOLDER,
+            disabled=not files, sizing_mode="stretch_width",
+        )
+        self.picker_note = pn.pane.Markdown(
+            why or f"{len(files)} files under `{self.root}`", sizing_mode="stretch_width",
+            styles={"font-size": "0.85rem", "color": "#a33" if why else "#555"},
+        )
+        self.upload_note = pn.pane.Markdown(
+            f"**Or upload a spectrum** (at most {MAX_UPLOAD_BYTES // 1_000_000} MB): "
+            f"{_FORMATS_TEXT}.", sizing_mode="stretch_width", styles={"font-size": "0.85rem"},
+        )
+        self.upload = pn.widgets.FileInput(accept=_ACCEPT, multiple=False, sizing_mode="stretch_width")
+
+        self.error_alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
+        self.warning_alert = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
+        self.status_text = pn.pane.Markdown("Choose a spectrum on the left, or upload one.",
+                                            sizing_mode="stretch_width")
+        self.meta_table = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[_CSS])
+
+        self.picker.param.watch(self._on_pick, "value")
+        self.upload.param.watch(self._on_upload, "value")
+        self._layout = self._build_layout()
+
+    # ------------------------------------------------------------------ loading
+    def load_path(self, path: str | os.PathLike) -> Spectrum | None:
+        """Read and show ``path`` (absolute, or relative to the LAMOST data folder).
+
+        Returns the spectrum, or None when it could not be read (then ``error`` says why).
+        """
+        path = Path(path)
+        if not path.is_absolute() and self.root is not None:
+            path = self.root / path
+        label = self._label_for(path)
+        return self._load(lambda: read_spectrum(path), label)
+
+    def load_bytes(self, data: bytes, filename: str) -> Spectrum | None:
+        """Read and show an uploaded file's content; ``filename`` drives format detection.
+
+        Files over :data:`MAX_UPLOAD_BYTES` are refused before parsing.
+        """
+        filename = filename or "uploaded file"
+        if len(data) > MAX_UPLOAD_BYTES:
+            return self._fail(
+                f"{filename}: the file is {len(data):,} bytes, over the upload limit of "
+                f"{MAX_UPLOAD_BYTES // 1_000_000} MB ({MAX_UPLOAD_BYTES:,} bytes). "
+                "A LAMOST spectrum is well under 1 MB: upload one spectrum at a time.")
+        return self._load(lambda: read_spectrum(data, name=filename), filename)
+
+    def _load(self, read, label: str) -> Spectrum | None:
+        try:
+            spec = read()
+        except SpectrumFormatError as exc:
+            message = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a UI callback must never die with a traceback
+            # The readers should only raise SpectrumFormatError; anything else is a bug there,
+            # so keep the traceback in the server log, and give the user a readable line.
+            log.exception("unexpected error reading %s", label)
+            message = f"could not be read ({type(exc).__name__}: {exc})"
+        else:
+            self._show(spec, label)
+            return spec
+        if label not in message:
+            message = f"{label}: {message}"
+        return self._fail(message)
+
+    def _show(self, spec: Spectrum, label: str) -> None:
+        summary = spec.summary()
+        name = summary.get("designation") or Path(label).name
+        self.plot.show(spec, title=f"{name}  ({label})")
+        self.meta_table.object = summary_html(summary)
+        lo, hi = spec.wavelength_range
+        self.param.update(
+            spectrum=spec, source_label=label, error="",
+            warning="\n\n".join(spectrum_warnings(spec)),
+            status=(f"Showing **{label}**: {spec.npix} pixels, {lo:.0f}–{hi:.0f} Å (vacuum), "
+                    f"{int(spec.mask.sum())} masked."),
+        )
+
+    def _fail(self, message: str) -> None:
+        """Show ``message`` as the error, with nothing plotted; returns None."""
+        # Clear the plot so a stale spectrum is never mistaken for the file that failed.
+        self.plot.clear()
+        self.meta_table.object = ""
+        self.param.update(spectrum=None, source_label="", error=message, warning="",
+                          status="No spectrum shown.")
+        log.info("load failed: %s", message)
+        return None
+
+    def _label_for(self, path: Path) -> str:
+        if self.root is not None:
+            try:
+                return path.resolve().relative_to(self.root.resolve()).as_posix()
+            except ValueError:
+                pass
+        return path.name
+
+    # ------------------------------------------------------------------ widget callbacks
+    def _on_pick(self, event) -> None:
+        if event.new and event.new != _PLACEHOLDER:
+            self.load_path(event.new)
+
+    def _on_upload(self, event) -> None:
+        if event.new is not None:
+            self.load_bytes(event.new, self.upload.filename)
+
+    @param.depends("error", "warning", "status", watch=True, on_init=False)
+    def _sync_messages(self) -> None:
+        self.error_alert.param.update(object=self.error, visible=bool(self.error))
+        self.warning_alert.param.update(object=self.warning, visible=bool(self.warning))
+        self.status_text.object = self.status
+
+    # ------------------------------------------------------------------ layout
+    def _build_layout(self):
+        template = pn.template.BootstrapTemplate(
+            title=TITLE, header_background="#1f4e79", sidebar_width=360,
+        )
+        template.sidebar.extend([
+            pn.pane.Markdown("### Open a spectrum"),
+            self.picker, self.picker_note,
+            pn.layout.Divider(),
+            self.upload_note, self.upload,
+        ])
+        template.main.append(pn.Column(
+            self.error_alert, self.warning_alert, self.status_text,
+            pn.pane.Bokeh(self.plot.figure, sizing_mode="stretch_width"),
+            pn.pane.Markdown("#### Header"), self.meta_table,
+            sizing_mode="stretch_width",
+        ))
+        return template
+
+    def __panel__(self):
+        return self._layout
+
+    def servable(self, title: str | None = None, location=True, area="main", target=None):
+        """Mark the page servable (``panel serve``); delegates to the template."""
+        return self._layout.servable(title=title or TITLE, location=location, area=area, target=target)
