@@ -38,9 +38,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
     return [
         ("File", Path(str(source)).name if source else _MISSING),
         ("Layout", _fmt(s.get("layout"))),
-        ("Data release", " ".join(v for v in (_fmt(s.get("data_release")),
-                                             _fmt(s.get("pipeline_version"))) if v != _MISSING)
-         or _MISSING),
+        ("Data release", _fmt(s.get("data_release"))),
+        ("Pipeline version", _fmt(s.get("pipeline_version"))),
         ("obsid", _fmt(s.get("obsid"))),
         ("Designation", _fmt(s.get("designation"))),
         ("RA, Dec (deg)", f"{_fmt(s.get('ra'), 5)}, {_fmt(s.get('dec'), 5)}"),
@@ -57,12 +56,17 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
 
 
 def summary_html(summary: dict) -> str:
-    """A two-column HTML table of :func:`summary_rows` (every value HTML-escaped)."""
-    body = "".join(
-        f"<tr><th>{html.escape(label)}</th><td>{html.escape(value)}</td></tr>"
-        for label, value in summary_rows(summary)
-    )
-    return f'<table class="phdlspec-meta">{body}</table>'
+    """:func:`summary_rows` as HTML (every value escaped): two label/value tables side by side,
+    which wrap under each other on narrow screens, so the whole header fits below the plot."""
+    rows = summary_rows(summary)
+    half = (len(rows) + 1) // 2
+
+    def table(part):
+        body = "".join(f"<tr><th>{html.escape(label)}</th><td>{html.escape(value)}</td></tr>"
+                       for label, value in part)
+        return f'<table class="phdlspec-meta">{body}</table>'
+
+    return f'<div class="phdlspec-meta-grid">{table(rows[:half])}{table(rows[half:])}</div>'
 
 
 def spectrum_warnings(spec) -> list[str]:

@@ -37,10 +37,11 @@ _FORMATS_TEXT = ("FITS (.fits, .fits.gz, .fit) from LAMOST or any 1-D spectrum, 
                  "or a text table (.csv, .txt, .ecsv, .dat) with wavelength and flux columns")
 
 _CSS = """
-.phdlspec-meta { border-collapse: collapse; font-size: 0.9rem; width: 100%; }
+.phdlspec-meta-grid { display: flex; flex-wrap: wrap; gap: 0 2.5rem; }
+.phdlspec-meta { border-collapse: collapse; font-size: 0.9rem; flex: 1 1 360px; align-self: flex-start; }
 .phdlspec-meta th { text-align: left; font-weight: 600; padding: 3px 14px 3px 0;
                     white-space: nowrap; color: #444; vertical-align: top; }
-.phdlspec-meta td { padding: 3px 0; font-family: ui-monospace, monospace; word-break: break-all; }
+.phdlspec-meta td { padding: 3px 0; font-family: ui-monospace, monospace; overflow-wrap: anywhere; }
 .phdlspec-meta tr { border-bottom: 1px solid #e5e5e5; }
 """
 
@@ -57,12 +58,13 @@ class SpectrumViewer(pn.viewable.Viewer):
 
     def __init__(self, data_dir: str | os.PathLike | None = None, **params):
         super().__init__(**params)
+        self._syncing_picker = False
         self.root, files, why = find_lamost_files(data_dir)
         self.files = files
         self.plot = SpectrumFigure.create()
 
         self.picker = pn.widgets.Select(
-            name="LAMOST spectra in the data directory",
+            label="LAMOST spectra in the data directory",
             options=[_PLACEHOLDER, *files], value=_PLACEHOLDER,
             disabled=not files, sizing_mode="stretch_width",
         )
@@ -96,6 +98,7 @@ class SpectrumViewer(pn.viewable.Viewer):
         if not path.is_absolute() and self.root is not None:
             path = self.root / path
         label = self._label_for(path)
+        self._set_picker(label if label in self.files else _PLACEHOLDER)
         return self._load(lambda: read_spectrum(path), label)
 
     def load_bytes(self, data: bytes, filename: str) -> Spectrum | None:
@@ -104,6 +107,9 @@ class SpectrumViewer(pn.viewable.Viewer):
         Files over :data:`MAX_UPLOAD_BYTES` are refused before parsing.
         """
         filename = filename or "uploaded file"
+        # The picker must not name a data-directory file while an upload is shown; resetting it
+        # also lets the user pick that file again afterwards (a Select fires only on change).
+        self._set_picker(_PLACEHOLDER)
         if len(data) > MAX_UPLOAD_BYTES:
             return self._fail(
                 f"{filename}: the file is {len(data):,} bytes, over the upload limit of "
@@ -160,9 +166,20 @@ class SpectrumViewer(pn.viewable.Viewer):
         return path.name
 
     # ------------------------------------------------------------------ widget callbacks
+    def _set_picker(self, value: str) -> None:
+        """Show ``value`` in the picker without it triggering a load."""
+        if self.picker.value == value:
+            return
+        self._syncing_picker = True
+        try:
+            self.picker.value = value
+        finally:
+            self._syncing_picker = False
+
     def _on_pick(self, event) -> None:
-        if event.new and event.new != _PLACEHOLDER:
-            self.load_path(event.new)
+        if self._syncing_picker or not event.new or event.new == _PLACEHOLDER:
+            return
+        self.load_path(event.new)
 
     def _on_upload(self, event) -> None:
         if event.new is not None:
