@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,6 +122,17 @@ def test_synthetic_spectrum_fills_sources_in_place(tmp_path, fake_reader):
     assert fig.x_range.start < 4000 < 9000 < fig.x_range.end
     assert fig.y_range.start < 0.85 and fig.y_range.end > 1.15
     assert "synthetic.fits" in viewer.status and "500 pixels" in viewer.status
+
+
+def test_picking_a_file_reads_it_once(tmp_path, fake_reader):
+    lamost = tmp_path / "spectra" / "lamost"
+    (lamost / "sub").mkdir(parents=True)
+    (lamost / "sub" / "a.fits").write_bytes(b"")
+    viewer = create_app(data_dir=tmp_path)
+    assert viewer.files == ["sub/a.fits"] and not viewer.picker.disabled
+    viewer.picker.value = "sub/a.fits"
+    assert [Path(src).name for src, _ in fake_reader["args"]] == ["a.fits"]
+    assert viewer.source_label == "sub/a.fits"
 
 
 def test_non_star_class_warns_but_plots(tmp_path, fake_reader):

@@ -200,4 +200,8 @@ def test_bad_upload_shows_error_then_good_file_works(page, shared_dir):
                                    "buffer": data}])
     wait_for_points(page, old, "upload")
     sync_api.expect(page.get_by_text("Showing uploaded.fits", exact=False)).to_be_visible()
+
+    # The upload reset the picker, so the file picked before can be picked again.
+    choose(page, DR9_STAR)
+    wait_for_points(page, star, "the same file picked again")
     assert page.page_errors == []
