@@ -1,7 +1,8 @@
 """The dashboard's spectrum view, driven through its param state (no browser).
 
 Tests without the ``shared_data`` mark use synthetic spectra (the reader is replaced), so
-they check the view's own logic; the ``shared_data`` ones read real LAMOST files.
+they check the view's own logic; the ``shared_data`` ones read real LAMOST files through the
+``shared_dir`` / ``lamost_dir`` fixtures of conftest.py.
 """
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ import pytest
 
 pn = pytest.importorskip("panel")
 
-from phdlspec_app import paths  # noqa: E402
-from phdlspec_app.app import create_app  # noqa: E402
-from phdlspec_app.app import viewer as viewer_mod  # noqa: E402
-from phdlspec_app.app.files import list_spectrum_files  # noqa: E402
-from phdlspec_app.app.metadata import summary_rows  # noqa: E402
-from phdlspec_app.app.plot import MASKED_SOURCE_NAME, SPECTRUM_SOURCE_NAME, robust_range  # noqa: E402
-from phdlspec_app.io import Spectrum, SpectrumFormatError, read_spectrum  # noqa: E402
+from phdlspec_app import paths
+from phdlspec_app.app import create_app
+from phdlspec_app.app import viewer as viewer_mod
+from phdlspec_app.app.files import list_spectrum_files
+from phdlspec_app.app.metadata import summary_rows
+from phdlspec_app.app.plot import MASKED_SOURCE_NAME, SPECTRUM_SOURCE_NAME, robust_range
+from phdlspec_app.io import Spectrum, SpectrumFormatError, read_spectrum
 
 DR9_STAR = "cmost/spec-55859-F5902_sp01-001.fits.gz"
 QSO = "cmost/spec-60591-LN042429N340750BM01_sp01-005.fits.gz"
@@ -55,14 +56,6 @@ def fake_reader(monkeypatch):
 
     monkeypatch.setattr(viewer_mod, "read_spectrum", read)
     return calls
-
-
-@pytest.fixture
-def lamost_dir(shared_dir):
-    path = shared_dir / "spectra" / "lamost"
-    if not path.is_dir():
-        pytest.skip(f"{path} is missing")
-    return path
 
 
 @pytest.fixture
@@ -119,7 +112,7 @@ def test_synthetic_spectrum_fills_sources_in_place(tmp_path, fake_reader):
     # Same figure and sources after a second load (updated in place, not rebuilt).
     viewer.load_path(tmp_path / "synthetic.fits")
     assert viewer.plot.figure is fig and viewer.plot.source is src and viewer.plot.masked_source is msrc
-    assert fig.x_range.start < 4000 < 9000 < fig.x_range.end
+    assert fig.x_range.start < 4000 and fig.x_range.end > 9000
     assert fig.y_range.start < 0.85 and fig.y_range.end > 1.15
     assert "synthetic.fits" in viewer.status and "500 pixels" in viewer.status
 
@@ -152,6 +145,14 @@ def test_format_error_is_shown_not_raised(tmp_path, fake_reader):
     assert viewer.error_alert.visible and viewer.error_alert.object == viewer.error
     assert viewer.spectrum is None and len(viewer.plot.source.data["wavelength"]) == 0
     assert fake_reader["args"][-1] == (b"xx", "bad.fits")  # the name reaches the reader
+
+
+def test_file_names_are_shown_literally_not_as_markup(tmp_path, fake_reader):
+    fake_reader["result"] = SpectrumFormatError("my_<b>x</b>_*1*.fits", "no flux column")
+    viewer = create_app(data_dir=tmp_path)
+    viewer.load_bytes(b"xx", "my_<b>x</b>_*1*.fits")
+    assert viewer.error == "my_<b>x</b>_*1*.fits: no flux column"  # the state keeps the raw text
+    assert "<b>" not in viewer.error_alert.object and r"\_\<b\>x" in viewer.error_alert.object
 
 
 def test_unexpected_reader_exception_is_contained(tmp_path, fake_reader):
@@ -252,7 +253,7 @@ def test_real_dr9_star(app, lamost_dir):
     for text in ("101001", "LAMOST J220848.54-020324.3", "LAMOST DR9", "STAR / G7",
                  "332.20227", "-2.05677", "g 12.2", "r 27.2", "spec-55859-F5902_sp01-001.fits.gz"):
         assert text in table, text
-    assert app.source_label == DR9_STAR and DR9_STAR in app.status
+    assert app.source_label == DR9_STAR and viewer_mod.md_escape(DR9_STAR) in app.status
 
 
 @pytest.mark.shared_data

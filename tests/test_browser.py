@@ -18,9 +18,9 @@ import pytest
 pn = pytest.importorskip("panel")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from phdlspec_app.app.plot import MASKED_SOURCE_NAME, SPECTRUM_SOURCE_NAME  # noqa: E402
-from phdlspec_app.app.server import serve  # noqa: E402
-from phdlspec_app.io import read_spectrum  # noqa: E402
+from phdlspec_app.app.plot import MASKED_SOURCE_NAME, SPECTRUM_SOURCE_NAME
+from phdlspec_app.app.server import serve
+from phdlspec_app.io import read_spectrum
 
 pytestmark = [pytest.mark.browser, pytest.mark.shared_data, pytest.mark.timeout(120)]
 
@@ -180,9 +180,11 @@ def test_choose_real_files_plots_them(page, shared_dir):
 
 def test_bad_upload_shows_error_then_good_file_works(page, shared_dir):
     upload = page.locator("input[type=file]")
-    upload.set_input_files(files=[{"name": "garbage.fits", "mimeType": "application/octet-stream",
+    # A name with markup in it must be displayed literally (the viewer escapes it).
+    bad_name = "garbage_<b>1</b>_*x*.fits"
+    upload.set_input_files(files=[{"name": bad_name, "mimeType": "application/octet-stream",
                                    "buffer": b"\x00\x01 this is not a spectrum \xff" * 10}])
-    error = page.locator(".alert-danger", has_text="garbage.fits")
+    error = page.locator(".alert-danger", has_text=bad_name)
     sync_api.expect(error).to_be_visible(timeout=10_000)
     assert "Traceback" not in error.inner_text()
     assert source_lengths(page) == [0, 0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["SPECTRUM_SUFFIXES", "NOT_SPECTRA", "is_spectrum_name", "list_spectrum_files", "find_lamost_files"]
+__all__ = ["NOT_SPECTRA", "SPECTRUM_SUFFIXES", "find_lamost_files", "is_spectrum_name", "list_spectrum_files"]
 
 #: File-name endings the readers understand. ``.fits.gz`` is listed before ``.fits`` only for
 #: readability; matching is done on the whole lower-cased name.

@@ -5,7 +5,7 @@ import html
 import math
 from pathlib import Path
 
-__all__ = ["summary_rows", "summary_html", "spectrum_warnings"]
+__all__ = ["spectrum_warnings", "summary_html", "summary_rows"]
 
 _MISSING = "—"
 _NO_SUBCLASS = {"non", "none", "unknown"}

@@ -10,8 +10,14 @@ import numpy as np
 from bokeh.models import ColumnDataSource, HoverTool, Range1d
 from bokeh.plotting import figure
 
-__all__ = ["SPECTRUM_SOURCE_NAME", "MASKED_SOURCE_NAME", "SpectrumFigure",
-           "spectrum_columns", "masked_columns", "robust_range"]
+__all__ = [
+    "MASKED_SOURCE_NAME",
+    "SPECTRUM_SOURCE_NAME",
+    "SpectrumFigure",
+    "masked_columns",
+    "robust_range",
+    "spectrum_columns",
+]
 
 #: Names of the data sources, so browser tests can find them with
 #: ``Bokeh.documents[0].get_model_by_name(...)``.
@@ -78,7 +84,7 @@ class SpectrumFigure:
     masked_source: ColumnDataSource
 
     @classmethod
-    def create(cls, height: int = 430) -> "SpectrumFigure":
+    def create(cls, height: int = 430) -> SpectrumFigure:
         """Build the (empty) figure once per session."""
         source = ColumnDataSource(_empty(_SPECTRUM_KEYS), name=SPECTRUM_SOURCE_NAME)
         masked = ColumnDataSource(_empty(_MASKED_KEYS), name=MASKED_SOURCE_NAME)

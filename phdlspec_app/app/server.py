@@ -8,7 +8,7 @@ import panel as pn
 from . import create_app
 from .viewer import MAX_UPLOAD_BYTES, TITLE
 
-__all__ = ["serve", "app_factory", "WEBSOCKET_MAX_MESSAGE_BYTES"]
+__all__ = ["WEBSOCKET_MAX_MESSAGE_BYTES", "app_factory", "serve"]
 
 #: FileInput sends the whole file base64-encoded (4/3 of its size) in one websocket message;
 #: Bokeh's default cap (20 MB) would drop the connection for files well under the 20 MB upload

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import panel as pn
@@ -20,7 +21,7 @@ from .files import SPECTRUM_SUFFIXES, find_lamost_files
 from .metadata import spectrum_warnings, summary_html
 from .plot import SpectrumFigure
 
-__all__ = ["SpectrumViewer", "MAX_UPLOAD_BYTES", "TITLE"]
+__all__ = ["MAX_UPLOAD_BYTES", "TITLE", "SpectrumViewer"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,18 @@ _CSS = """
 .phdlspec-meta td { padding: 3px 0; font-family: ui-monospace, monospace; overflow-wrap: anywhere; }
 .phdlspec-meta tr { border-bottom: 1px solid #e5e5e5; }
 """
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~!])")
+
+
+def md_escape(text: str) -> str:
+    """Escape Markdown/HTML syntax so file names and header values display literally.
+
+    File names (``spec_a_b.fits``), exception texts (``<class ...>``) and header strings come
+    from files the user chose; they must never be rendered as markup.
+    """
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 class SpectrumViewer(pn.viewable.Viewer):
@@ -78,8 +91,10 @@ class SpectrumViewer(pn.viewable.Viewer):
         )
         self.upload = pn.widgets.FileInput(accept=_ACCEPT, multiple=False, sizing_mode="stretch_width")
 
-        self.error_alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
-        self.warning_alert = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
+        self.error_alert = pn.pane.Alert("", alert_type="danger", visible=False,
+                                         sizing_mode="stretch_width")
+        self.warning_alert = pn.pane.Alert("", alert_type="warning", visible=False,
+                                           sizing_mode="stretch_width")
         self.status_text = pn.pane.Markdown("Choose a spectrum on the left, or upload one.",
                                             sizing_mode="stretch_width")
         self.meta_table = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[_CSS])
@@ -122,7 +137,7 @@ class SpectrumViewer(pn.viewable.Viewer):
             spec = read()
         except SpectrumFormatError as exc:
             message = str(exc)
-        except Exception as exc:  # noqa: BLE001 - a UI callback must never die with a traceback
+        except Exception as exc:  # a UI callback must never die with a traceback
             # The readers should only raise SpectrumFormatError; anything else is a bug there,
             # so keep the traceback in the server log, and give the user a readable line.
             log.exception("unexpected error reading %s", label)
@@ -143,7 +158,7 @@ class SpectrumViewer(pn.viewable.Viewer):
         self.param.update(
             spectrum=spec, source_label=label, error="",
             warning="\n\n".join(spectrum_warnings(spec)),
-            status=(f"Showing **{label}**: {spec.npix} pixels, {lo:.0f}–{hi:.0f} Å (vacuum), "
+            status=(f"Showing **{md_escape(label)}**: {spec.npix} pixels, {lo:.0f}–{hi:.0f} Å (vacuum), "
                     f"{int(spec.mask.sum())} masked."),
         )
 
@@ -155,7 +170,6 @@ class SpectrumViewer(pn.viewable.Viewer):
         self.param.update(spectrum=None, source_label="", error=message, warning="",
                           status="No spectrum shown.")
         log.info("load failed: %s", message)
-        return None
 
     def _label_for(self, path: Path) -> str:
         if self.root is not None:
@@ -187,8 +201,8 @@ class SpectrumViewer(pn.viewable.Viewer):
 
     @param.depends("error", "warning", "status", watch=True, on_init=False)
     def _sync_messages(self) -> None:
-        self.error_alert.param.update(object=self.error, visible=bool(self.error))
-        self.warning_alert.param.update(object=self.warning, visible=bool(self.warning))
+        self.error_alert.param.update(object=md_escape(self.error), visible=bool(self.error))
+        self.warning_alert.param.update(object=md_escape(self.warning), visible=bool(self.warning))
         self.status_text.object = self.status
 
     # ------------------------------------------------------------------ layout
