@@ -37,12 +37,12 @@ def _cmd_info(args) -> int:
         if args.json:
             print(json.dumps(summary))
             continue
-        print(_format_summary(summary, spec.meta))
+        print(_format_summary(summary))
     return status
 
 
-def _format_summary(s: dict, meta: dict) -> str:
-    limits = set(meta.get("snr_lower_limits") or [])
+def _format_summary(s: dict) -> str:
+    limits = set(s["snr_lower_limits"])
     snr = "  ".join(f"{b}:{'>=' if b in limits else ''}{v:.1f}" for b, v in s["snr"].items()) or "not given"
     lines = [
         f"file          {s['file']}",

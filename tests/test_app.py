@@ -319,3 +319,13 @@ def test_truncated_fits_is_an_error(app, lamost_dir):
     assert app.load_bytes(data, "cut.fits") is None
     assert "cut.fits" in app.error
     assert app.load_path(DR9_STAR) is not None  # the viewer is still usable
+
+
+@pytest.mark.shared_data
+def test_capped_pilot_snr_is_shown_as_a_lower_limit(lamost_dir):
+    from phdlspec_app.app.metadata import summary_rows
+    from phdlspec_app.io import read_spectrum
+
+    spec = read_spectrum(lamost_dir / "learninglamost" / "spec-55862-B6212_sp06-003.fits")
+    rows = dict(summary_rows(spec.summary()))
+    assert rows["S/N per band"] == "u 14.0 · g 71.4 · r ≥99.0 · i ≥99.0 · z ≥99.0"

@@ -21,11 +21,11 @@ def _fmt(value, digits: int | None = None) -> str:
     return str(value)
 
 
-def _fmt_snr(snr: dict) -> str:
-    """LAMOST's per-band S/N, e.g. ``u 2.1 · g 12.2 · r 27.2``."""
+def _fmt_snr(snr: dict, lower_limits=()) -> str:
+    """LAMOST's per-band S/N, e.g. ``u 2.1 · g 12.2 · r ≥99.0`` (≥ marks a pipeline cap)."""
     if not snr:
         return _MISSING
-    return " · ".join(f"{band} {_fmt(val, 1)}" for band, val in snr.items())
+    return " · ".join(f"{band} {'≥' if band in lower_limits else ''}{_fmt(val, 1)}" for band, val in snr.items())
 
 
 def summary_rows(summary: dict) -> list[tuple[str, str]]:
@@ -44,7 +44,7 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
         ("Designation", _fmt(s.get("designation"))),
         ("RA, Dec (deg)", f"{_fmt(s.get('ra'), 5)}, {_fmt(s.get('dec'), 5)}"),
         ("Class / subclass", cls or _MISSING),
-        ("S/N per band", _fmt_snr(s.get("snr") or {})),
+        ("S/N per band", _fmt_snr(s.get("snr") or {}, s.get("snr_lower_limits") or ())),
         ("Median S/N per pixel", _fmt(s.get("median_pixel_snr"), 1)),
         ("Pixels", _fmt(s.get("npix"))),
         ("Wavelength range (Å, vacuum)", f"{_fmt(wmin, 1)} – {_fmt(wmax, 1)}"),

@@ -111,6 +111,8 @@ class Spectrum:
             "class": m.get("class"),
             "subclass": m.get("subclass"),
             "snr": m.get("snr") or {},
+            # bands whose header S/N is a pipeline cap (a lower limit), shown as ">=" by viewers
+            "snr_lower_limits": list(m.get("snr_lower_limits") or []),
             "median_pixel_snr": round(self.median_snr(), 2),
             "npix": self.npix,
             "wavelength_min": round(lo, 2),
