@@ -1,0 +1,235 @@
+"""Hydrogen line opacity (Balmer and Paschen series), in cm⁻¹.
+
+Profiles
+--------
+Stark broadening (with thermal Doppler broadening already folded in) from the tables of
+Stehlé & Hutcheson (1999, A&AS 140, 93), as distributed with Korg.jl
+(``physics_dir()/atomic/korg/Stehle-Hutchson-hydrogen-profiles.h5``). Each group
+``"<lower>_<upper>"`` holds ``temps`` (10 values, 2500 K – 1.26e6 K),
+``electron_number_densities`` (n_e grid, 10¹⁰ cm⁻³ upward, shorter for high upper levels),
+``delta_nu_over_F0`` (x = |Δν|/F₀ with the Holtsmark normal field F₀ = 1.25e−9 n_e^(2/3)
+in cgs; x₀ = 0) and ``profile`` [x, n_e, T]: the profile P(|Δν|) per **Hz**, normalised
+so that ∫ P dν = 1 over both wings; attributes ``lower``, ``upper``, ``log_gf``.
+We interpolate ln P linearly in (ln T, ln n_e, ln x) (Korg.jl: linear in T and n_e),
+keep P flat inside the first tabulated x (the Doppler core), and continue beyond the last
+x with the Holtsmark asymptote P ∝ x^(−5/2). Layers outside the table's (T, n_e) range get
+no opacity from that transition (as in Korg.jl: high-n lines are dissolved there anyway).
+
+For Hα, Hβ, Hγ the self-broadening of Barklem, Piskunov & O'Mara (2000, A&A 363, 1091;
+ABO cross-sections σ = 1180, 2320, 4208 a₀², α = 0.677, 0.455, 0.380) is added as a Voigt
+profile (thermal + microturbulent Doppler width) with the same line strength: the
+"convolution by summation" of Korg.jl (inexact in the core, right in the wings).
+
+Line strength
+-------------
+α(ν) = (π e²/(m_e c)) · gf · n(H I)/U(H I) · w_upper · (e^(−E_lo/kT) − e^(−E_up/kT)) · P(Δν)
+(stimulated emission included; P is per Hz, so no dλ/dν Jacobian is needed for α per cm).
+log gf from the table attributes; they equal Wiese & Fuhr (2009, JPCRD 38, 565) values
+(Hα 0.710, Hβ −0.020, Hγ −0.447, Paα 1.181). E_n = R_H(1 − 1/n²) with the reduced-mass
+Rydberg of hydrogen (13.598 eV); vacuum wavelengths from the Rydberg formula with
+R_H = R_∞/(1 + m_e/m_p) = 109677.58 cm⁻¹ (Hα 6564.70 Å). w_upper is the occupation
+probability of the upper level (Hummer & Mihalas 1988, ApJ 331, 794, eq. 4.71, with
+neutral H and He perturbers and singly charged ions; as Korg.jl's ``hummer_mihalas_w``);
+it dissolves the high series members (use_mhd=False to switch it off).
+
+Series included: every transition in the table with lower level 2 (Balmer, upper 3…30)
+and 3 (Paschen, upper 4…30), within ``window`` Å (default 150 Å, Korg.jl's
+``hydrogen_line_window_size``) of the wavelength grid.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import h5py
+import numpy as np
+import torch
+
+from . import constants as C
+from phdlspec_app.paths import physics_dir
+from .voigt import voigt_hjerting
+
+__all__ = ["hydrogen_line_absorption", "stark_profile", "hydrogen_transitions",
+           "hummer_mihalas_w", "RYDBERG_H_CM"]
+
+RYDBERG_H_CM = 109737.31568160 / (1 + C.m_e / 1.67262192369e-24)   # cm⁻¹, R_∞/(1+m_e/m_p)
+_SERIES = {"balmer": 2, "paschen": 3}
+_ABO = {(2, 3): (1180.0, 0.677), (2, 4): (2320.0, 0.455), (2, 5): (4208.0, 0.380)}
+_M_H = 1.00794 * C.amu
+
+
+def vacuum_wavelength(lower: int, upper: int) -> float:
+    """Vacuum wavelength (Å) of the H I transition lower → upper (Rydberg formula)."""
+    return 1e8 / (RYDBERG_H_CM * (1.0 / lower**2 - 1.0 / upper**2))
+
+
+@lru_cache(maxsize=1)
+def hydrogen_transitions() -> tuple[dict, ...]:
+    """Every tabulated transition as a dict of numpy arrays: lower, upper, log_gf,
+    lnT (nT,), lnne (nne,), lnx (nx−1,) for x > 0, lnP (nT, nne, nx−1) (ln of the profile
+    per Hz; −700 where the table holds 0)."""
+    path = physics_dir() / "atomic" / "korg" / "Stehle-Hutchson-hydrogen-profiles.h5"
+    out = []
+    with h5py.File(path, "r") as f:
+        for key in f:
+            g = f[key]
+            x = g["delta_nu_over_F0"][:]
+            P = np.transpose(g["profile"][:], (2, 1, 0))       # → [T, n_e, x]
+            with np.errstate(divide="ignore"):
+                lnP = np.where(P > 0, np.log(np.where(P > 0, P, 1.0)), -700.0)
+            # x₀ = 0 carries the core value; from x₁ on the grid is logarithmic
+            out.append(dict(lower=int(g.attrs["lower"]), upper=int(g.attrs["upper"]),
+                            log_gf=float(g.attrs["log_gf"]),
+                            lnT=np.log(g["temps"][:]),
+                            lnne=np.log(g["electron_number_densities"][:]),
+                            lnx=np.log(x[1:]), lnP=lnP[:, :, 1:].copy()))
+    out.sort(key=lambda d: (d["lower"], d["upper"]))
+    return tuple(out)
+
+
+def _interp_index(grid: torch.Tensor, q: torch.Tensor):
+    """Lower index and weight for linear interpolation of q on grid (clamped)."""
+    n = grid.numel()
+    i = torch.searchsorted(grid, q.detach().contiguous()).clamp(1, n - 1) - 1
+    g0, g1 = grid[i], grid[i + 1]
+    w = ((q - g0) / (g1 - g0)).clamp(0.0, 1.0)
+    return i, w
+
+
+def _ln_profile(tr, lnT, lnne, lnx, dev):
+    """ln P interpolated linearly in (ln T, ln n_e, ln x); lnT, lnne (N,), lnx (N, K)."""
+    lnT_g = torch.as_tensor(tr["lnT"], device=dev)
+    lnne_g = torch.as_tensor(tr["lnne"], device=dev)
+    lnx_g = torch.as_tensor(tr["lnx"], device=dev)
+    tab = torch.as_tensor(tr["lnP"], device=dev)
+    nT, nne, nx = tab.shape
+    lnx_c = torch.clamp(lnx, max=float(tr["lnx"][-1]))
+    iT, wT = _interp_index(lnT_g, lnT)
+    ie, we = _interp_index(lnne_g, lnne)
+    ix, wx = _interp_index(lnx_g, lnx_c)                     # below x₁: flat (w clamps at 0)
+    flat = tab.reshape(-1)
+    res = 0.0
+    for dT, fT in ((0, 1 - wT), (1, wT)):
+        for de, fe in ((0, 1 - we), (1, we)):
+            base = ((iT + dT) * nne + (ie + de)) * nx          # (N,)
+            lo = torch.take(flat, base[:, None] + ix)
+            hi = torch.take(flat, base[:, None] + ix + 1)
+            res = res + (fT * fe)[:, None] * (lo + wx * (hi - lo))
+    # beyond the last tabulated x: Holtsmark asymptote P ∝ x^(−5/2)
+    return res - 2.5 * torch.clamp(lnx - lnx_c, min=0.0)
+
+
+def stark_profile(tr: dict, T: torch.Tensor, ne: torch.Tensor, dnu: torch.Tensor,
+                  normalize: bool = True):
+    """Stehlé & Hutcheson profile P (per Hz) of transition ``tr`` at |Δν| (Hz).
+
+    T, ne: (N,) per layer; dnu: (N, K) or (K,) → (N, K). Returns (P, inside) where
+    ``inside`` (N,) marks layers inside the table's (T, n_e) range (P = 0 elsewhere).
+    Differentiable in T, n_e (and Δν) through the interpolation weights.
+
+    ``normalize``: the tabulated Doppler cores are under-resolved at low n_e (the tables
+    integrate to 0.71–0.99 with this interpolation, 0.99 at n_e ≳ 10¹⁶), so the missing
+    area 1 − ∫P dν (computed per layer by quadrature over the table's x grid, with the
+    flat core and the x^(−5/2) tail) is restored as a thermal Doppler Gaussian of H at
+    the line centre — where it was lost — which keeps gf exact without touching the wings.
+    """
+    dev = T.device
+    lnT, lnne = torch.log(T), torch.log(ne)
+    inside = ((lnT >= float(tr["lnT"][0])) & (lnT <= float(tr["lnT"][-1]))
+              & (lnne >= float(tr["lnne"][0])) & (lnne <= float(tr["lnne"][-1])))
+    F0 = 1.25e-9 * ne ** (2.0 / 3.0)
+    if dnu.dim() == 1:
+        dnu = dnu.expand(T.shape[0], -1)
+    lnx = torch.log(torch.clamp(dnu / F0[:, None], min=1e-300))
+    P = torch.exp(_ln_profile(tr, lnT, lnne, lnx, dev))
+    if normalize:
+        u = torch.linspace(float(tr["lnx"][0]), float(tr["lnx"][-1]), 801, dtype=torch.float64,
+                           device=dev)
+        Pq = torch.exp(_ln_profile(tr, lnT, lnne, u.expand(T.shape[0], -1), dev))
+        xq = torch.exp(u)
+        area = 2 * F0 * (torch.trapezoid(Pq * xq, u, dim=1) + Pq[:, 0] * xq[0]
+                         + Pq[:, -1] * xq[-1] / 1.5)
+        missing = torch.clamp(1.0 - area, min=0.0)
+        # thermal Doppler width in Hz: σ_ν = ν₀/c √(kT/m_H), ν₀ from the table's line
+        nu0 = C.c * RYDBERG_H_CM * (1.0 / tr["lower"]**2 - 1.0 / tr["upper"]**2)
+        s_nu = nu0 / C.c * torch.sqrt(C.k_B * T / _M_H)
+        gauss = torch.exp(-0.5 * (dnu / s_nu[:, None]) ** 2) / (math.sqrt(2 * math.pi)
+                                                                * s_nu[:, None])
+        P = P + missing[:, None] * gauss
+    return P * inside[:, None], inside
+
+
+def hummer_mihalas_w(n: int, nH: torch.Tensor, nHe: torch.Tensor, ne: torch.Tensor):
+    """Occupation probability of H level n (Hummer & Mihalas 1988 eq. 4.71): neutral H and
+    He perturbers (sizes √(5/2 n⁴ + n²/2) a₀ + √3 a₀, + 1.02 a₀) and singly charged ions
+    (n_ion = n_e) with the quantum correction K_n (their eq. 4.24)."""
+    a0 = C.a0
+    r = math.sqrt(2.5 * n**4 + 0.5 * n**2) * a0
+    neutral = nH * (r + math.sqrt(3.0) * a0) ** 3 + nHe * (r + 1.02 * a0) ** 3
+    K = 1.0 if n <= 3 else 16 / 3 * (n / (n + 1)) ** 2 * ((n + 7 / 6) / (n**2 + n + 0.5))
+    chi = C.RydbergH_eV / n**2 * C.eV
+    charged = 16.0 * (C.e_charge**2 / (chi * math.sqrt(K))) ** 3 * ne
+    return torch.exp(-4 * math.pi / 3 * (neutral + charged))
+
+
+def hydrogen_line_absorption(wl, atm, eos, *, series=("balmer", "paschen"), vmic_kms=1.0,
+                             window=150.0, use_mhd=True, n_upper_max=30):
+    """Opacity (cm⁻¹) of the H I Balmer/Paschen lines on ``wl`` (Å, vacuum, sorted):
+    shape (…, L, W). ``atm``: ``T``, ``ne`` (…, L); ``eos``: ``atoms``/``U`` (…, L, 93, 3)
+    (H I = [..., 1, 0], He I = [..., 2, 0]). ``vmic_kms`` only enters the Doppler width of
+    the Hα–Hγ self-broadening component (the Stark tables already include thermal
+    Doppler broadening). ``window``: half width (Å) around each line centre."""
+    T = atm.T.to(torch.float64)
+    batch = T.shape
+    N = T.numel()
+    dev = T.device
+    wl_t = torch.as_tensor(wl, dtype=torch.float64, device=dev)
+    wl_np = wl_t.detach().cpu().numpy()
+    W = wl_np.size
+    Tf = T.reshape(N)
+    ne = atm.ne.to(torch.float64).reshape(N)
+    nH = eos.atoms[..., 1, 0].reshape(N)
+    nHe = eos.atoms[..., 2, 0].reshape(N)
+    UH = eos.U[..., 1, 0].reshape(N)
+    xi = torch.as_tensor(vmic_kms, dtype=torch.float64, device=dev) * 1e5
+    if xi.dim() > 0 and xi.shape != batch:
+        xi = xi[..., None]
+    xi = xi.expand(batch).reshape(N)
+    beta = 1.0 / (C.k_B_eV * Tf)
+    lowers = {_SERIES[s.lower()] for s in series}
+
+    out = torch.zeros(N, W, dtype=torch.float64, device=dev)
+    for tr in hydrogen_transitions():
+        lo_n, up_n = tr["lower"], tr["upper"]
+        if lo_n not in lowers or up_n > n_upper_max:
+            continue
+        lam0 = vacuum_wavelength(lo_n, up_n)
+        i0 = int(np.searchsorted(wl_np, lam0 - window, side="left"))
+        i1 = int(np.searchsorted(wl_np, lam0 + window, side="right"))
+        if i1 <= i0:
+            continue
+        lam = wl_t[i0:i1]
+        E_lo = C.RydbergH_eV * (1 - 1 / lo_n**2)
+        E_up = C.RydbergH_eV * (1 - 1 / up_n**2)
+        levels = torch.exp(-beta * E_lo) - torch.exp(-beta * E_up)
+        if use_mhd:
+            levels = levels * hummer_mihalas_w(up_n, nH, nHe, ne)
+        strength = C.pi_e2_over_mc * 10 ** tr["log_gf"] * nH / UH * levels     # (N,) cm⁻¹ Hz
+        nu0 = C.c / (lam0 * 1e-8)
+        dnu = (C.c / (lam * 1e-8) - nu0).abs()
+        P, _ = stark_profile(tr, Tf, ne, dnu)
+        alpha = strength[:, None] * P
+        if (lo_n, up_n) in _ABO:
+            sig_abo, a_abo = _ABO[(lo_n, up_n)]
+            vbar = torch.sqrt(8 * C.k_B * Tf / math.pi * (2.0 / _M_H))
+            Gam = (2 * (4 / math.pi) ** (a_abo / 2) * math.gamma((4 - a_abo) / 2) * 1e6
+                   * sig_abo * C.a0**2 * (vbar / 1e6) ** (1 - a_abo)) * nH          # s⁻¹ FWHM
+            lam0_cm = lam0 * 1e-8
+            gam = Gam * lam0_cm**2 / (4 * math.pi * C.c)                            # cm HWHM
+            sigma = lam0_cm / C.c * torch.sqrt(C.k_B * Tf / _M_H + 0.5 * xi * xi)
+            d = math.sqrt(2.0) * sigma
+            H = voigt_hjerting((gam / d)[:, None], ((lam - lam0) * 1e-8)[None, :] / d[:, None])
+            # same line strength per unit wavelength: (λ₀²/c) converts ∫dν to ∫dλ
+            alpha = alpha + (strength * lam0_cm**2 / C.c / (math.sqrt(math.pi) * d))[:, None] * H
+        out = out.index_add(1, torch.arange(i0, i1, device=dev), alpha)
+    return out.reshape(batch + (W,))

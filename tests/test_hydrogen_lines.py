@@ -1,0 +1,112 @@
+"""Hydrogen Balmer/Paschen opacity from the Stehlé & Hutcheson (1999) tables."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace as NS
+
+import numpy as np
+import pytest
+import torch
+
+from phdlspec_app.physics import constants as C
+
+pytestmark = pytest.mark.shared_data
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def hl(shared_dir):
+    from phdlspec_app.physics import hydrogen_lines
+    return hydrogen_lines
+
+
+def _tr(hl, lower, upper):
+    return next(t for t in hl.hydrogen_transitions() if (t["lower"], t["upper"]) == (lower, upper))
+
+
+def _profile_on_lambda(hl, tr, T, ne, half=400.0, n=400001):
+    lam0 = hl.vacuum_wavelength(tr["lower"], tr["upper"])
+    lam = torch.linspace(lam0 - half, lam0 + half, n, dtype=F64)
+    dnu = (C.c / (lam * 1e-8) - C.c / (lam0 * 1e-8)).abs()
+    P, inside = hl.stark_profile(tr, torch.tensor([T], dtype=F64), torch.tensor([ne], dtype=F64),
+                                 dnu)
+    assert bool(inside[0])
+    return lam0, lam, P[0]
+
+
+def test_vacuum_wavelengths_and_gf(hl):
+    assert hl.vacuum_wavelength(2, 3) == pytest.approx(6564.70, abs=0.02)
+    assert hl.vacuum_wavelength(2, 4) == pytest.approx(4862.74, abs=0.02)
+    assert hl.vacuum_wavelength(3, 4) == pytest.approx(18756.3, abs=0.2)
+    assert _tr(hl, 2, 3)["log_gf"] == pytest.approx(0.710, abs=2e-3)    # Wiese & Fuhr 2009
+    assert _tr(hl, 2, 4)["log_gf"] == pytest.approx(-0.020, abs=2e-3)
+
+
+@pytest.mark.parametrize("T,ne", [(4500.0, 1e11), (6000.0, 1e13), (8000.0, 1e15), (6000.0, 1e16)])
+def test_profile_integrates_to_one(hl, T, ne):
+    lam0, lam, P = _profile_on_lambda(hl, _tr(hl, 2, 3), T, ne, half=3000.0, n=600001)
+    dnu_dlam = C.c / (lam * 1e-8) ** 2
+    area = torch.trapezoid(P * dnu_dlam, lam * 1e-8).item()
+    assert area == pytest.approx(1.0, abs=0.01)
+
+
+def test_stark_width_grows_with_ne(hl):
+    widths = []
+    for ne in (1e14, 1e15, 1e16):
+        lam0, lam, P = _profile_on_lambda(hl, _tr(hl, 2, 3), 6000.0, ne, half=50, n=200001)
+        half = lam[P >= P.max() / 2]
+        widths.append((half.max() - half.min()).item())
+    assert widths[0] < widths[1] < widths[2]
+    assert widths[2] > 2 * widths[0]
+
+
+def test_far_wings_follow_holtsmark(hl):
+    """P ∝ Δν^(−5/2) far out: the slope of ln P against ln Δλ over 100–300 Å from Hα."""
+    lam0, lam, P = _profile_on_lambda(hl, _tr(hl, 2, 3), 7000.0, 1e16, half=400, n=80001)
+    far = (lam - lam0 > 100) & (lam - lam0 < 300)
+    dnu = (C.c / (lam[far] * 1e-8) - C.c / (lam0 * 1e-8)).abs()
+    slope_nu = np.polyfit(np.log(dnu.numpy()), np.log(P[far].numpy()), 1)[0]
+    slope_lam = np.polyfit(np.log((lam[far] - lam0).numpy()), np.log(P[far].numpy()), 1)[0]
+    assert slope_nu == pytest.approx(-2.5, abs=0.05)
+    assert slope_lam == pytest.approx(-2.5, abs=0.1)
+
+
+def _state(T, ne, nH, nHe=None):
+    T = torch.as_tensor(T, dtype=F64)
+    L = T.numel()
+    atoms = torch.zeros(L, 93, 3, dtype=F64)
+    atoms[:, 1, 0] = torch.as_tensor(nH, dtype=F64)
+    atoms[:, 2, 0] = torch.as_tensor(nH if nHe is None else nHe, dtype=F64) * 0.085
+    U = torch.ones(L, 93, 3, dtype=F64)
+    U[:, 1, 0] = 2.0
+    return NS(T=T, ne=torch.as_tensor(ne, dtype=F64), P=None), NS(atoms=atoms, U=U)
+
+
+def test_hydrogen_line_absorption_balmer_paschen(hl):
+    T = torch.tensor([5000.0, 6500.0], dtype=F64, requires_grad=True)
+    atm, eos = _state(T, [1e12, 1e14], [1e16, 1e17])
+    wl = torch.linspace(3700, 9100, 54001, dtype=F64)
+    alpha = hl.hydrogen_line_absorption(wl, atm, eos)
+    assert alpha.shape == (2, 54001) and bool((alpha >= 0).all())
+    i_ha = int(torch.argmax(alpha[1] * ((wl > 6500) & (wl < 6600))))
+    assert wl[i_ha].item() == pytest.approx(6564.70, abs=0.1)
+    # Hα line strength: ∫α dν of the Stark part = (πe²/mc) gf n_lower(1 − e^(−hν/kT)) ×
+    # (1 + the same again from the summed self-broadening Voigt), within the ±150 Å window
+    lam0 = hl.vacuum_wavelength(2, 3)
+    sel = (wl > lam0 - 150) & (wl < lam0 + 150)
+    only_ha = hl.hydrogen_line_absorption(wl[sel], atm, eos, n_upper_max=3, series=("balmer",))
+    integral = torch.trapezoid(only_ha[1], wl[sel] * 1e-8).item()
+    beta = 1 / (C.k_B_eV * 6500.0)
+    E2, E3 = C.RydbergH_eV * 0.75, C.RydbergH_eV * (1 - 1 / 9)
+    strength = C.pi_e2_over_mc * 10**0.71 * 1e17 / 2.0 * (math.exp(-beta * E2) - math.exp(-beta * E3))
+    w3 = hl.hummer_mihalas_w(3, torch.tensor(1e17), torch.tensor(0.085e17), torch.tensor(1e14)).item()
+    expect = 2 * strength * w3 * (lam0 * 1e-8) ** 2 / C.c
+    assert integral == pytest.approx(expect, rel=0.05)
+    alpha.sum().backward()
+    assert torch.isfinite(T.grad).all() and (T.grad.abs() > 0).all()
+
+
+def test_mhd_dissolves_high_levels(hl):
+    nH, nHe, ne = torch.tensor(1e17), torch.tensor(8.5e15), torch.tensor(1e14)
+    w = [hl.hummer_mihalas_w(n, nH, nHe, ne).item() for n in (3, 8, 15, 25)]
+    assert w[0] > 0.99 and w[0] > w[1] > w[2] > w[3] and w[3] < 1e-3
