@@ -151,7 +151,7 @@ def _build() -> tuple[Label, ...]:
         Label("vmic", "km/s", 0.0, 4.0, 1.0, 0.05, "atmosphere", r"$v_\mathrm{mic}$",
               "microturbulent velocity"),
         Label("vbroad", "km/s", 0.0, 200.0, 5.0, 0.5, "atmosphere", r"$v_\mathrm{broad}$",
-              "macroturbulence and rotation combined, as one Gaussian broadening"),
+              "macroturbulence and rotation combined: FWHM of one Gaussian in velocity"),
         Label("rv", "km/s", -600.0, 600.0, 0.0, 0.5, "atmosphere", r"$v_\mathrm{r}$",
               "heliocentric-frame radial velocity of the observed spectrum"),
         Label("fe_h", "dex", -4.0, 1.0, 0.0, 0.01, "atmosphere", r"[Fe/H]",

@@ -7,10 +7,10 @@ ECSV files, and specutils spectra. ``write_spectrum(spec, path)`` writes FITS or
 ECSV losslessly. Every reader returns vacuum wavelengths in Angstrom.
 """
 from .airvac import air_to_vacuum, vacuum_to_air
-from .native import write_spectrum
+from .native import read_model, write_model, write_spectrum
 from .read import read_spectrum
 from .specutils_bridge import from_specutils, to_specutils
 from .spectrum import Spectrum, SpectrumFormatError
 
-__all__ = ["read_spectrum", "write_spectrum", "Spectrum", "SpectrumFormatError",
+__all__ = ["read_spectrum", "write_spectrum", "write_model", "read_model", "Spectrum", "SpectrumFormatError",
            "air_to_vacuum", "vacuum_to_air", "to_specutils", "from_specutils"]

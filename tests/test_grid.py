@@ -1,0 +1,63 @@
+"""Training-grid sampling and the sharded, resumable grid writer."""
+import json
+
+import numpy as np
+import pytest
+
+from phdlspec_app import labels as L
+from phdlspec_app.physics.grid import GridSpec, galactic_trend, make_grid, read_grid, sample_labels
+
+I = {n: i for i, n in enumerate(L.label_names())}
+
+
+def test_sampling_is_deterministic_and_inside_the_domain():
+    spec = GridSpec(n=512)
+    a, b = sample_labels(spec), sample_labels(spec)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, sample_labels(GridSpec(n=512, seed=1)))
+    assert a.shape == (512, 32)
+    assert a[:, I["teff"]].min() >= 4000 and a[:, I["teff"]].max() <= 7000
+    assert a[:, I["fe_h"]].min() >= -2.5 and a[:, I["fe_h"]].max() <= 0.5
+    assert a[:, I["vmic"]].min() >= 0.5 and a[:, I["vmic"]].max() <= 2.5
+    assert np.all(a[:, I["vbroad"]] == 0) and np.all(a[:, I["rv"]] == 0)
+    assert L.check_in_range(a).all()
+    # no cool dwarfs below the giant branch envelope, no hot giants at log g 1
+    cool = a[:, I["teff"]] < 4300
+    assert a[cool, I["logg"]].min() < 2.0 and a[cool, I["logg"]].max() > 4.4
+    hot = a[:, I["teff"]] > 6500
+    assert a[hot, I["logg"]].min() > 3.3
+
+
+def test_abundances_scatter_around_the_galactic_trend():
+    spec = GridSpec(n=1024)
+    a = sample_labels(spec)
+    trend = galactic_trend(a[:, I["fe_h"]])
+    resid = a[:, I["mg_fe"]] - trend["mg_fe"]
+    assert np.abs(resid).max() <= 0.5 + 1e-12 and abs(resid.mean()) < 0.03
+    metal_poor = a[:, I["fe_h"]] < -1.2
+    assert a[metal_poor, I["mg_fe"]].mean() > 0.3  # alpha-enhanced halo
+    assert a[metal_poor, I["mn_fe"]].mean() < -0.2
+
+
+@pytest.mark.shared_data
+@pytest.mark.timeout(900)
+def test_make_grid_writes_shards_manifest_and_resumes(tmp_path, shared_dir):
+    spec = GridSpec(n=2, n_reference=1, shard_size=2, wl_range=(5160.0, 5200.0))
+    manifest_path = make_grid(tmp_path, spec, progress=False)
+    manifest = json.loads(manifest_path.read_text())
+    assert set(manifest["files"]) == {"shard_00000.npz", "reference_00000.npz"}
+    assert manifest["engine_version"] and manifest["data_sha256"]
+    assert any(k.startswith("atmosnet/") for k in manifest["data_sha256"])
+    g = read_grid(tmp_path)
+    assert g["labels"].shape == (2, 32) and g["flux"].shape == (2, g["wavelength"].size)
+    assert np.all((g["flux"] > 0) & (g["flux"] < 1.05))
+    assert g["jacobian"].shape == (1, 30, g["wavelength"].size)
+    k = g["wrt"].index("mg_fe")
+    assert g["jacobian"][0, k].min() < -1e-3  # Mg b lies in the window
+    # resume: nothing to redo, files untouched
+    mtime = (tmp_path / "shard_00000.npz").stat().st_mtime_ns
+    make_grid(tmp_path, spec, resume=True, progress=False)
+    assert (tmp_path / "shard_00000.npz").stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="different grid"):
+        make_grid(tmp_path, GridSpec(n=3, n_reference=1, shard_size=2, wl_range=(5160.0, 5200.0)),
+                  resume=True, progress=False)
