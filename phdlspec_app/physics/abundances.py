@@ -18,7 +18,6 @@ linear in the labels before the exponential and differentiable by autograd.
 from __future__ import annotations
 
 import csv
-import sqlite3
 from functools import lru_cache
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch
 
 from phdlspec_app import labels as _labels
 from phdlspec_app.paths import physics_dir
+from phdlspec_app.physics.atomic_data import atomic_masses
 
 __all__ = ["N_Z", "available_scales", "solar_abundances", "alpha_fe", "number_fractions",
            "atomic_masses", "mass_per_hydrogen", "mean_mass_per_nucleus", "UNLABELLED_ALPHA_Z"]
@@ -149,28 +149,9 @@ def number_fractions(labels, scale: str = "asplund2009") -> torch.Tensor:
     return eps * mask
 
 
-@lru_cache(maxsize=None)
-def _read_masses() -> np.ndarray:
-    path = physics_dir() / "atomic" / "mendeleev" / "elements.db"
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
-        rows = con.execute("SELECT atomic_number, atomic_weight FROM elements "
-                           "WHERE atomic_number BETWEEN 1 AND 92").fetchall()
-    m = np.full(N_Z, np.nan)
-    for z, w in rows:
-        m[int(z)] = float(w)
-    m.setflags(write=False)
-    return m
-
-
-def atomic_masses() -> np.ndarray:
-    """Standard atomic weights (amu) for Z = 1 … 92, shape (93,), index 0 NaN
-    (mendeleev's elements.db, IUPAC values; radioactive elements: most stable isotope)."""
-    return _read_masses().copy()
-
-
 def mass_per_hydrogen(eps: torch.Tensor) -> torch.Tensor:
     """Mass per H nucleus, Σ_Z ε_Z m_Z (amu), from ε (…, 93) → (…)."""
-    m = torch.nan_to_num(torch.tensor(_read_masses(), dtype=eps.dtype, device=eps.device), nan=0.0)
+    m = torch.tensor(atomic_masses(), dtype=eps.dtype, device=eps.device)
     return (eps * m).sum(dim=-1)
 
 
