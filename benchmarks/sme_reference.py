@@ -62,19 +62,23 @@ def sme_linelist_frame(ll, wl_min_vac: float, wl_max_vac: float):
 
 def hydrogen_lines_for_sme(wl_min_vac: float, wl_max_vac: float, series=(2, 3), n_max=30):
     """Balmer/Paschen lines in the window as SME "H 1" entries (SME reads gamqst/gamvw
-    as the lower/upper principal quantum numbers for hydrogen)."""
+    as the lower/upper principal quantum numbers for hydrogen; it takes gf from gflog,
+    which we fill with the same oscillator strengths our engine uses: the log gf
+    attributes of the Stehle & Hutcheson tables, equal to Wiese & Fuhr 2009)."""
     import pandas as pd
+
+    from phdlspec_app.physics.hydrogen_lines import hydrogen_transitions
+
+    log_gf = {(t["lower"], t["upper"]): t["log_gf"] for t in hydrogen_transitions()}
 
     R_H = 109677.58340280  # cm^-1, Rydberg constant for hydrogen (reduced mass)
     rows = []
     for nl in series:
         for nu in range(nl + 1, n_max + 1):
             wl_vac = 1e8 / (R_H * (1.0 / nl**2 - 1.0 / nu**2))
-            if wl_min_vac - 200 <= wl_vac <= wl_max_vac + 200:
-                # gf from the hydrogenic oscillator strengths is computed by SME itself for H lines;
-                # its table overrides gflog, which is still required by the format.
+            if wl_min_vac - 200 <= wl_vac <= wl_max_vac + 200 and (nl, nu) in log_gf:
                 rows.append(dict(species="H 1", wlcent=float(vacuum_to_air(wl_vac)),
-                                 excit=13.598434599702 * (1 - 1 / nl**2), gflog=0.0, gamrad=0.0,
+                                 excit=13.598434599702 * (1 - 1 / nl**2), gflog=log_gf[(nl, nu)], gamrad=0.0,
                                  gamqst=float(nl), gamvw=float(nu), atom_number=1.0, ionization=1.0))
     return pd.DataFrame(rows)
 
