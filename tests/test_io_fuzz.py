@@ -108,3 +108,18 @@ def test_mutated_fits_header_cards(i, edits):
                 raw[start:start + 80] = card
                 break
     _read(bytes(raw))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("card", ["NAXIS   ", "TFIELDS "])
+def test_absurd_axis_or_field_counts_fail_fast(card):
+    # found by the fuzzer: astropy loops over NAXIS axes, so NAXIS = 8e11 used to hang the reader
+    raw = bytearray(SEEDS[0])
+    for start in range(0, len(raw), 80):
+        if raw[start:start + 8] == card.encode():
+            raw[start:start + 80] = f"{card}= {'843146711874':>20}".ljust(80).encode()
+            break
+    else:
+        pytest.skip(f"seed has no {card} card")
+    with pytest.raises(SpectrumFormatError, match="outside 0..999"):
+        read_spectrum(bytes(raw), name="absurd.fits")

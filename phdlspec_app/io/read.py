@@ -121,8 +121,28 @@ def read_spectrum(source, *, name: str | None = None, air: bool | None = None,
         raise SpectrumFormatError(label, f"not a readable spectrum ({type(exc).__name__}: {exc})") from None
 
 
+# FITS caps these at 999 (FITS 4.0 standard, sect. 4.4.1 and 7.3.1); astropy loops over
+# them, so a corrupt header claiming billions of axes or fields would hang the reader.
+_BOUNDED_CARDS = (b"NAXIS   ", b"TFIELDS ")
+
+
+def _check_header_cards(raw: bytes, label: str):
+    for start in range(0, len(raw) - 79, 80):
+        key = raw[start:start + 8]
+        if key in _BOUNDED_CARDS and raw[start + 8:start + 10] == b"= ":
+            value = raw[start + 10:start + 80].split(b"/", 1)[0].strip()
+            try:
+                n = int(value)
+            except ValueError:
+                raise SpectrumFormatError(label, f"FITS card {key.decode().strip()} is not an integer") from None
+            if not 0 <= n <= 999:
+                raise SpectrumFormatError(label, f"FITS card {key.decode().strip()} = {n} is outside 0..999")
+
+
 def _read_fits(raw: bytes, label: str, air, mask_bits, wavelength_unit) -> Spectrum:
     from astropy.io import fits
+
+    _check_header_cards(raw, label)
 
     from .fits_generic import find_spectrum_hdu, read_fits_image, read_fits_table
     from .lamost import is_lamost, read_lamost
