@@ -49,8 +49,8 @@ from . import constants as C
 from phdlspec_app.paths import physics_dir
 from .voigt import voigt_hjerting
 
-__all__ = ["hydrogen_line_absorption", "stark_profile", "hydrogen_transitions",
-           "hummer_mihalas_w", "RYDBERG_H_CM"]
+__all__ = ["hydrogen_line_absorption", "hydrogen_line_partials", "stark_profile", "hydrogen_transitions",
+           "hummer_mihalas_w", "RYDBERG_H_CM", "PARTIAL_VARS"]
 
 RYDBERG_H_CM = 109737.31568160 / (1 + C.m_e / 1.67262192369e-24)   # cm⁻¹, R_∞/(1+m_e/m_p)
 _SERIES = {"balmer": 2, "paschen": 3}
@@ -172,33 +172,34 @@ def hummer_mihalas_w(n: int, nH: torch.Tensor, nHe: torch.Tensor, ne: torch.Tens
     return torch.exp(-4 * math.pi / 3 * (neutral + charged))
 
 
-def hydrogen_line_absorption(wl, atm, eos, *, series=("balmer", "paschen"), vmic_kms=1.0,
-                             window=150.0, use_mhd=True, n_upper_max=30):
-    """Opacity (cm⁻¹) of the H I Balmer/Paschen lines on ``wl`` (Å, vacuum, sorted):
-    shape (…, L, W). ``atm``: ``T``, ``ne`` (…, L); ``eos``: ``atoms``/``U`` (…, L, 93, 3)
-    (H I = [..., 1, 0], He I = [..., 2, 0]). ``vmic_kms`` only enters the Doppler width of
-    the Hα–Hγ self-broadening component (the Stark tables already include thermal
-    Doppler broadening). ``window``: half width (Å) around each line centre."""
-    T = atm.T.to(torch.float64)
-    batch = T.shape
-    N = T.numel()
-    dev = T.device
-    wl_t = torch.as_tensor(wl, dtype=torch.float64, device=dev)
-    wl_np = wl_t.detach().cpu().numpy()
-    W = wl_np.size
-    Tf = T.reshape(N)
-    ne = atm.ne.to(torch.float64).reshape(N)
-    nH = eos.atoms[..., 1, 0].reshape(N)
-    nHe = eos.atoms[..., 2, 0].reshape(N)
-    UH = eos.U[..., 1, 0].reshape(N)
-    xi = torch.as_tensor(vmic_kms, dtype=torch.float64, device=dev) * 1e5
-    if xi.dim() > 0 and xi.shape != batch:
-        xi = xi[..., None]
-    xi = xi.expand(batch).reshape(N)
-    beta = 1.0 / (C.k_B_eV * Tf)
-    lowers = {_SERIES[s.lower()] for s in series}
+def _strength(lo_n, up_n, log_gf, T, ne, nH, nHe, UH, use_mhd):
+    """(π e²/m_e c) gf n(H I)/U(H I) w_upper (e^(−E_lo/kT) − e^(−E_up/kT)) per layer (cm⁻¹ Hz)."""
+    beta = 1.0 / (C.k_B_eV * T)
+    E_lo = C.RydbergH_eV * (1 - 1 / lo_n**2)
+    E_up = C.RydbergH_eV * (1 - 1 / up_n**2)
+    levels = torch.exp(-beta * E_lo) - torch.exp(-beta * E_up)
+    if use_mhd:
+        levels = levels * hummer_mihalas_w(up_n, nH, nHe, ne)
+    return C.pi_e2_over_mc * 10 ** log_gf * nH / UH * levels
 
-    out = torch.zeros(N, W, dtype=torch.float64, device=dev)
+
+def _abo_shape(lo_n, up_n, lam0, lam, T, nH, xi):
+    """ABO self-broadening Voigt profile per Hz-normalised strength: (λ₀²/c) φ_λ (N, K)."""
+    sig_abo, a_abo = _ABO[(lo_n, up_n)]
+    vbar = torch.sqrt(8 * C.k_B * T / math.pi * (2.0 / _M_H))
+    Gam = (2 * (4 / math.pi) ** (a_abo / 2) * math.gamma((4 - a_abo) / 2) * 1e6
+           * sig_abo * C.a0**2 * (vbar / 1e6) ** (1 - a_abo)) * nH          # s⁻¹ FWHM
+    lam0_cm = lam0 * 1e-8
+    gam = Gam * lam0_cm**2 / (4 * math.pi * C.c)                            # cm HWHM
+    sigma = lam0_cm / C.c * torch.sqrt(C.k_B * T / _M_H + 0.5 * xi * xi)
+    d = math.sqrt(2.0) * sigma
+    H = voigt_hjerting((gam / d)[:, None], ((lam - lam0) * 1e-8)[None, :] / d[:, None])
+    # same line strength per unit wavelength: (λ₀²/c) converts ∫dν to ∫dλ
+    return (lam0_cm**2 / C.c / (math.sqrt(math.pi) * d))[:, None] * H
+
+
+def _transitions_in(wl_np, series, window, n_upper_max):
+    lowers = {_SERIES[s.lower()] for s in series}
     for tr in hydrogen_transitions():
         lo_n, up_n = tr["lower"], tr["upper"]
         if lo_n not in lowers or up_n > n_upper_max:
@@ -206,30 +207,119 @@ def hydrogen_line_absorption(wl, atm, eos, *, series=("balmer", "paschen"), vmic
         lam0 = vacuum_wavelength(lo_n, up_n)
         i0 = int(np.searchsorted(wl_np, lam0 - window, side="left"))
         i1 = int(np.searchsorted(wl_np, lam0 + window, side="right"))
-        if i1 <= i0:
-            continue
+        if i1 > i0:
+            yield tr, lam0, i0, i1
+
+
+def _layer_inputs(wl, atm, eos, vmic_kms):
+    T = atm.T.to(torch.float64)
+    batch = T.shape
+    N = T.numel()
+    dev = T.device
+    wl_t = torch.as_tensor(wl, dtype=torch.float64, device=dev)
+    wl_np = wl.detach().cpu().numpy() if torch.is_tensor(wl) else np.asarray(wl, dtype=np.float64)
+    xi = torch.as_tensor(vmic_kms, dtype=torch.float64, device=dev) * 1e5
+    if xi.dim() > 0 and xi.shape != batch:
+        xi = xi[..., None]
+    xi = xi.expand(batch).reshape(N)
+    return (batch, N, wl_t, wl_np, T.reshape(N), atm.ne.to(torch.float64).reshape(N),
+            eos.atoms[..., 1, 0].reshape(N), eos.atoms[..., 2, 0].reshape(N),
+            eos.U[..., 1, 0].reshape(N), xi)
+
+
+def hydrogen_line_absorption(wl, atm, eos, *, series=("balmer", "paschen"), vmic_kms=1.0,
+                             window=150.0, use_mhd=True, n_upper_max=30):
+    """Opacity (cm⁻¹) of the H I Balmer/Paschen lines on ``wl`` (Å, vacuum, sorted):
+    shape (…, L, W). ``atm``: ``T``, ``ne`` (…, L); ``eos``: ``atoms``/``U`` (…, L, 93, 3)
+    (H I = [..., 1, 0], He I = [..., 2, 0]). ``vmic_kms`` only enters the Doppler width of
+    the Hα–Hγ self-broadening component (the Stark tables already include thermal
+    Doppler broadening). ``window``: half width (Å) around each line centre."""
+    batch, N, wl_t, wl_np, Tf, ne, nH, nHe, UH, xi = _layer_inputs(wl, atm, eos, vmic_kms)
+    W = wl_np.size
+    dev = Tf.device
+    out = torch.zeros(N, W, dtype=torch.float64, device=dev)
+    for tr, lam0, i0, i1 in _transitions_in(wl_np, series, window, n_upper_max):
+        lo_n, up_n = tr["lower"], tr["upper"]
         lam = wl_t[i0:i1]
-        E_lo = C.RydbergH_eV * (1 - 1 / lo_n**2)
-        E_up = C.RydbergH_eV * (1 - 1 / up_n**2)
-        levels = torch.exp(-beta * E_lo) - torch.exp(-beta * E_up)
-        if use_mhd:
-            levels = levels * hummer_mihalas_w(up_n, nH, nHe, ne)
-        strength = C.pi_e2_over_mc * 10 ** tr["log_gf"] * nH / UH * levels     # (N,) cm⁻¹ Hz
+        strength = _strength(lo_n, up_n, tr["log_gf"], Tf, ne, nH, nHe, UH, use_mhd)   # (N,)
         nu0 = C.c / (lam0 * 1e-8)
         dnu = (C.c / (lam * 1e-8) - nu0).abs()
         P, _ = stark_profile(tr, Tf, ne, dnu)
-        alpha = strength[:, None] * P
         if (lo_n, up_n) in _ABO:
-            sig_abo, a_abo = _ABO[(lo_n, up_n)]
-            vbar = torch.sqrt(8 * C.k_B * Tf / math.pi * (2.0 / _M_H))
-            Gam = (2 * (4 / math.pi) ** (a_abo / 2) * math.gamma((4 - a_abo) / 2) * 1e6
-                   * sig_abo * C.a0**2 * (vbar / 1e6) ** (1 - a_abo)) * nH          # s⁻¹ FWHM
-            lam0_cm = lam0 * 1e-8
-            gam = Gam * lam0_cm**2 / (4 * math.pi * C.c)                            # cm HWHM
-            sigma = lam0_cm / C.c * torch.sqrt(C.k_B * Tf / _M_H + 0.5 * xi * xi)
-            d = math.sqrt(2.0) * sigma
-            H = voigt_hjerting((gam / d)[:, None], ((lam - lam0) * 1e-8)[None, :] / d[:, None])
-            # same line strength per unit wavelength: (λ₀²/c) converts ∫dν to ∫dλ
-            alpha = alpha + (strength * lam0_cm**2 / C.c / (math.sqrt(math.pi) * d))[:, None] * H
-        out = out.index_add(1, torch.arange(i0, i1, device=dev), alpha)
+            P = P + _abo_shape(lo_n, up_n, lam0, lam, Tf, nH, xi)
+        out = out.index_add(1, torch.arange(i0, i1, device=dev), strength[:, None] * P)
     return out.reshape(batch + (W,))
+
+
+#: Order of the layer quantities in :func:`hydrogen_line_partials`.
+PARTIAL_VARS = ("T", "ne", "nH", "nHe", "UH", "xi")
+
+
+def _diag_partials(f, prim, which):
+    """Partial derivatives of f (per-layer function of per-layer inputs ``prim``) w.r.t. the
+    inputs listed in ``which``, each layer w.r.t. its own value: one all-ones tangent per
+    input, vectorised (torch.func). Returns (len(which), *out.shape)."""
+    n = len(prim)
+    tans = []
+    for i in range(n):
+        rows = [torch.ones_like(prim[i]) if j == i else torch.zeros_like(prim[i]) for j in which]
+        tans.append(torch.stack(rows))
+    return torch.func.vmap(lambda *t: torch.func.jvp(f, prim, t)[1])(*tans)
+
+
+def hydrogen_line_partials(wl, T, ne, nH, nHe, UH, vmic_kms, *, series=("balmer", "paschen"),
+                           window=150.0, use_mhd=True, n_upper_max=30):
+    """α_H (L, W) as :func:`hydrogen_line_absorption` for one star (layer quantities (L,)
+    tensors: T, n_e, n(H I), n(He I), U(H I), ξ in km/s) and its partial derivatives
+    (6, L, W) w.r.t. each layer's own quantities in the order of :data:`PARTIAL_VARS` (α_H
+    of a layer depends only on that layer's quantities, so these are the whole Jacobian).
+
+    Structured for speed: α = s(T, n_e, n_H, n_He, U) · [P(T, n_e) + A(T, n_H, ξ)]; the
+    expensive Stark profile P is differentiated w.r.t. T and n_e only, the strength s
+    (per layer) w.r.t. its five inputs, the ABO part A (Hα–Hγ) w.r.t. its three, all by
+    forward-mode AD; then combined by the product rule."""
+    T, ne, nH, nHe, UH = (torch.as_tensor(x, dtype=torch.float64).contiguous() for x in (T, ne, nH, nHe, UH))
+    dev = T.device
+    N = T.numel()
+    xi = (torch.as_tensor(vmic_kms, dtype=torch.float64, device=dev) * 1e5).expand(N).contiguous()
+    wl_np = wl.detach().cpu().numpy() if torch.is_tensor(wl) else np.asarray(wl, dtype=np.float64)
+    wl_t = torch.as_tensor(wl_np, dtype=torch.float64, device=dev)
+    W = wl_np.size
+    out = torch.zeros(N, W, dtype=torch.float64, device=dev)
+    dout = torch.zeros(6, N, W, dtype=torch.float64, device=dev)
+    for tr, lam0, i0, i1 in _transitions_in(wl_np, series, window, n_upper_max):
+        lo_n, up_n = tr["lower"], tr["upper"]
+        lam = wl_t[i0:i1]
+        nu0 = C.c / (lam0 * 1e-8)
+        dnu = (C.c / (lam * 1e-8) - nu0).abs()
+
+        def f_s(T_, ne_, nH_, nHe_, UH_):
+            return _strength(lo_n, up_n, tr["log_gf"], T_, ne_, nH_, nHe_, UH_, use_mhd)
+
+        def f_p(T_, ne_):
+            return stark_profile(tr, T_, ne_, dnu)[0]
+
+        with torch.no_grad():
+            s = f_s(T, ne, nH, nHe, UH)
+            P = f_p(T, ne)
+        ds = _diag_partials(f_s, (T, ne, nH, nHe, UH), range(5))            # (5, N)
+        dP = _diag_partials(f_p, (T, ne), range(2))                          # (2, N, K)
+        shape_ = P
+        d_shape = {0: dP[0], 1: dP[1]}
+        if (lo_n, up_n) in _ABO:
+            def f_a(T_, nH_, xi_):
+                return _abo_shape(lo_n, up_n, lam0, lam, T_, nH_, xi_)
+
+            with torch.no_grad():
+                A = f_a(T, nH, xi)
+            dA = _diag_partials(f_a, (T, nH, xi), range(3))                  # (3, N, K)
+            shape_ = P + A
+            d_shape = {0: dP[0] + dA[0], 1: dP[1], 2: dA[1], 5: dA[2] * 1e5}
+        out[:, i0:i1] += s[:, None] * shape_
+        for v in range(6):
+            term = ds[v][:, None] * shape_ if v < 5 else 0.0
+            if v in d_shape:
+                term = term + s[:, None] * d_shape[v]
+            if torch.is_tensor(term):
+                dout[v, :, i0:i1] += term
+    return out, dout

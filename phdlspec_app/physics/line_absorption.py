@@ -34,6 +34,10 @@ Voigt profile in wavelength (cm⁻¹):
 
 Speed (the hot path of a full-spectrum synthesis)
 -------------------------------------------------
+0. *Screening*: an upper bound of peak/continuum per line from per-(species, E_low bin)
+   tables (O(lines), numpy) discards lines that cannot pass the selection below — for a
+   solar model most of the 1.6 M TiO lines of the default list — before anything of size
+   lines × layers is formed. The bound is exact (never drops a line the selection keeps).
 1. *Selection*: a line is kept if its Doppler peak A/(√(2π)σ) reaches ``threshold``
    (default 1e−4) × the continuum opacity at its centre in at least one layer of one
    star. The continuum comes from ``alpha_cont`` (…,L,W) when given, else from a coarse
@@ -52,8 +56,12 @@ Speed (the hot path of a full-spectrum synthesis)
    into an (W, N) accumulator (N = stars × layers): memory is bounded and no Python loop
    runs over individual lines.
 4. *Kernel*: a chunk is one custom autograd function that adds its profiles in place
-   and differentiates analytically w.r.t. (A, σ, γ); it keeps only the per-(line, layer)
-   parameters and (start, length) per segment for the backward pass. The elementwise
+   and differentiates analytically w.r.t. (A, σ, γ), in reverse mode (``backward``) and
+   forward mode (``jvp``, for ``torch.autograd.forward_ad``); it keeps only the
+   per-(line, layer) parameters and (start, length) per segment.
+5. *Many tangents at once*: :func:`contract_line_tangents` evaluates Σ_layers G·dα for K
+   tangents of the layer quantities with one evaluation of the profiles and their
+   partials (used by ``Synthesizer.differential_spectra``). The elementwise
    kernels are fused with ``torch.compile`` when a C++ compiler is available (≈10–70×
    faster than eager on CPU; first compilation ~30 s, then cached on disk by inductor);
    set ``PHDLSPEC_COMPILE=0`` or ``compile=False`` to stay eager.
@@ -79,7 +87,8 @@ import torch
 from . import constants as C
 from .voigt import R_SWITCH, faddeeva_cf, faddeeva_xy
 
-__all__ = ["line_absorption", "classical_gamma_rad", "approximate_gammas",
+__all__ = ["line_absorption", "classical_gamma_rad", "approximate_gammas", "prepare_lines",
+           "prepared_window", "contract_line_tangents", "molecule_names",
            "coarse_continuum", "LineStats"]
 
 _SQRT2 = math.sqrt(2.0)
@@ -99,6 +108,7 @@ class LineStats:
     n_chunks: int
     n_points: int          # line × wavelength evaluations (per layer)
     compiled: bool
+    n_screened: int = -1   # lines passing the cheap screening bound (−1: not run)
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,29 +273,55 @@ def coarse_continuum(T, ne, nH) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 # chunk kernels
 # ---------------------------------------------------------------------------------------
+_C0 = 1e8 / _SQRT_PI        # profile per Å → per cm, with the 1/√π of H(a, v)
+
+
 def _fwd_kernel(dl, mask, amp, sigma, gamma, wing: bool):
     """dl, mask: (B, K, 1) Å; amp, σ, γ: (B, 1, N) → α (B, K, N) in cm⁻¹.
     ``wing``: every point has |v| ≥ 6, so the continued fraction alone is exact enough."""
     inv_d = 1.0 / (_SQRT2 * sigma)
     wr, _ = (faddeeva_cf if wing else faddeeva_xy)(dl * inv_d, gamma * inv_d)
-    return wr * (amp * inv_d * (1e8 / _SQRT_PI)) * mask
+    return wr * (amp * inv_d * _C0) * mask
 
 
-def _bwd_kernel(g, dl, mask, amp, sigma, gamma, wing: bool):
+def _partials(dl, mask, amp, sigma, gamma, wing: bool):
+    """∂α/∂amp, ∂α/∂σ, ∂α/∂γ (B, K, N) from w′(z) = −2zw + 2i/√π."""
     inv_d = 1.0 / (_SQRT2 * sigma)
     v = dl * inv_d
     a = gamma * inv_d
     wr, wi = (faddeeva_cf if wing else faddeeva_xy)(v, a)
     h_v = -2.0 * (v * wr - a * wi)
     h_a = 2.0 * (v * wi + a * wr) - 2.0 / _SQRT_PI
-    s = g * mask * (1e8 / _SQRT_PI)
-    g_amp = (s * wr).sum(1, keepdim=True) * inv_d
-    c = amp * inv_d * inv_d
-    g_gamma = (s * h_a).sum(1, keepdim=True) * c
-    g_sigma = -(s * (wr + v * h_v + a * h_a)).sum(1, keepdim=True) * c * _SQRT2
-    return g_amp, g_sigma, g_gamma
+    s = mask * (_C0 * inv_d)
+    c = s * amp * inv_d
+    return s * wr, -(c * _SQRT2) * (wr + v * h_v + a * h_a), c * h_a
 
 
+def _bwd_kernel(g, dl, mask, amp, sigma, gamma, wing: bool):
+    p_amp, p_sig, p_gam = _partials(dl, mask, amp, sigma, gamma, wing)
+    return ((g * p_amp).sum(1, keepdim=True), (g * p_sig).sum(1, keepdim=True),
+            (g * p_gam).sum(1, keepdim=True))
+
+
+def _jvp_kernel(dl, mask, amp, sigma, gamma, d_amp, d_sigma, d_gamma, wing: bool):
+    """Tangent of α (B, K, N) for tangents of amp, σ, γ (B, 1, N) (plain tensors)."""
+    p_amp, p_sig, p_gam = _partials(dl, mask, amp, sigma, gamma, wing)
+    return p_amp * d_amp + p_sig * d_sigma + p_gam * d_gamma
+
+
+def _contract_kernel(G, idx, dl, mask, amp, sigma, gamma, Q, wing: bool):
+    """g · [α, Σ_c (∂α/∂c)(∂c/∂v) for each v] → (B, K, 1 + V, N) with g = G[idx] (the
+    gather is fused into the kernel), for the V layer quantities v whose partials
+    Q (B, 1, 3, V, N) of c = (amp, σ, γ) are given."""
+    g = G[idx]
+    p_amp, p_sig, p_gam = _partials(dl, mask, amp, sigma, gamma, wing)
+    outs = [g * (p_amp * amp)]
+    for v in range(Q.shape[3]):
+        outs.append(g * (p_amp * Q[:, :, 0, v] + p_sig * Q[:, :, 1, v] + p_gam * Q[:, :, 2, v]))
+    return torch.stack(outs, dim=2)
+
+
+_EAGER = {"fwd": _fwd_kernel, "bwd": _bwd_kernel, "jvp": _jvp_kernel, "con": _contract_kernel}
 _KERNELS: dict = {}
 
 
@@ -295,59 +331,83 @@ def _want_compile(flag) -> bool:
     return bool(flag)
 
 
-def _kernels(use_compile: bool):
-    """(forward, backward, compiled?) — compiled once per process with dynamic shapes."""
-    if not use_compile:
-        return _fwd_kernel, _bwd_kernel, False
-    if "fwd" not in _KERNELS:
+def _kernel(name: str, use_compile: bool):
+    """The kernel ``name``, compiled once per process with dynamic shapes when wanted."""
+    if not use_compile or _KERNELS.get("_disabled"):
+        return _EAGER[name]
+    if name not in _KERNELS:
         try:
-            _KERNELS["fwd"] = torch.compile(_fwd_kernel, dynamic=True)
-            _KERNELS["bwd"] = torch.compile(_bwd_kernel, dynamic=True)
+            _KERNELS[name] = torch.compile(_EAGER[name], dynamic=True)
         except Exception as err:  # pragma: no cover - no compiler
-            warnings.warn(f"torch.compile unavailable ({err}); eager Voigt kernel", stacklevel=3)
-            _KERNELS["fwd"], _KERNELS["bwd"] = None, None
-    if _KERNELS["fwd"] is None:
-        return _fwd_kernel, _bwd_kernel, False
-    return _KERNELS["fwd"], _KERNELS["bwd"], True
+            warnings.warn(f"torch.compile unavailable ({err}); eager Voigt kernels", stacklevel=3)
+            _KERNELS["_disabled"] = True
+            return _EAGER[name]
+    return _KERNELS[name]
 
 
-def _call(kernel, fallback, *args):
-    if kernel is fallback:
-        return kernel(*args)
+def _kernels(use_compile: bool):
+    """(forward, backward, compiled?) — kept for callers of the old interface."""
+    f, b = _kernel("fwd", use_compile), _kernel("bwd", use_compile)
+    return f, b, f is not _fwd_kernel
+
+
+def _run(name: str, use_compile: bool, *args):
+    kern = _kernel(name, use_compile)
+    if kern is _EAGER[name]:
+        return kern(*args)
     try:
-        return kernel(*args)
+        return kern(*args)
     except Exception as err:  # pragma: no cover - compile failure at first call
         warnings.warn(f"compiled Voigt kernel failed ({type(err).__name__}: {err}); "
                       "falling back to eager", stacklevel=3)
-        _KERNELS["fwd"], _KERNELS["bwd"] = None, None
-        return fallback(*args)
+        _KERNELS["_disabled"] = True
+        return _EAGER[name](*args)
 
 
 class _VoigtChunkAdd(torch.autograd.Function):
     """acc[idx] += profile(amp, σ, γ) in place; saves only per-(line, layer) parameters
     and per-segment (start, length) — the chunk-sized offsets, masks and indices are
-    rebuilt in the backward pass."""
+    rebuilt in ``backward`` (reverse mode) and ``jvp`` (forward mode)."""
 
     @staticmethod
-    def forward(ctx, acc, amp, sigma, gamma, wl, wl0, lo, cnt, kmax, kern, wing):
+    def forward(acc, amp, sigma, gamma, wl, wl0, lo, cnt, kmax, use_compile, wing):
         idx, dl, mask = _segment_geometry(wl, wl0, lo, cnt, kmax)
-        with torch.no_grad():
-            vals = _call(kern[0], _fwd_kernel, dl, mask, amp, sigma, gamma, wing)
-            acc.index_put_((idx.reshape(-1),), vals.reshape(-1, acc.shape[1]), accumulate=True)
+        vals = _run("fwd", use_compile, dl, mask, amp, sigma, gamma, wing)
+        acc.index_put_((idx.reshape(-1),), vals.reshape(-1, acc.shape[1]), accumulate=True)
+        return acc
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        acc, amp, sigma, gamma, wl, wl0, lo, cnt, kmax, use_compile, wing = inputs
         ctx.mark_dirty(acc)
         ctx.save_for_backward(amp, sigma, gamma, wl, wl0, lo, cnt)
-        ctx.kmax, ctx.kern, ctx.wing = kmax, kern, wing
-        return acc
+        ctx.save_for_forward(amp, sigma, gamma, wl, wl0, lo, cnt)
+        ctx.kmax, ctx.use_compile, ctx.wing = kmax, use_compile, wing
+        ctx.acc_shape = acc.shape
 
     @staticmethod
     def backward(ctx, g_acc):
         amp, sigma, gamma, wl, wl0, lo, cnt = ctx.saved_tensors
         idx, dl, mask = _segment_geometry(wl, wl0, lo, cnt, ctx.kmax)
         g = g_acc[idx]                                                  # (B, K, N)
-        bwd = ctx.kern[1] if (not ctx.kern[2] or _KERNELS.get("bwd") is not None) else _bwd_kernel
-        g_amp, g_sigma, g_gamma = _call(bwd, _bwd_kernel, g, dl, mask, amp, sigma, gamma,
-                                        ctx.wing)
+        g_amp, g_sigma, g_gamma = _run("bwd", ctx.use_compile, g, dl, mask, amp, sigma, gamma,
+                                       ctx.wing)
         return g_acc, g_amp, g_sigma, g_gamma, None, None, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, d_acc, d_amp, d_sigma, d_gamma, *_):
+        amp, sigma, gamma, wl, wl0, lo, cnt = ctx.saved_tensors
+        if d_acc is None:
+            d_acc = torch.zeros(ctx.acc_shape, dtype=amp.dtype, device=amp.device)
+        if d_amp is None and d_sigma is None and d_gamma is None:
+            return d_acc
+        z = torch.zeros_like(amp)
+        idx, dl, mask = _segment_geometry(wl, wl0, lo, cnt, ctx.kmax)
+        vals = _run("jvp", ctx.use_compile, dl, mask, amp, sigma, gamma,
+                    z if d_amp is None else d_amp, z if d_sigma is None else d_sigma,
+                    z if d_gamma is None else d_gamma, ctx.wing)
+        d_acc.index_put_((idx.reshape(-1),), vals.reshape(-1, d_acc.shape[1]), accumulate=True)
+        return d_acc
 
 
 def _segment_geometry(wl, wl0, lo, cnt, kmax):
@@ -361,7 +421,7 @@ def _segment_geometry(wl, wl0, lo, cnt, kmax):
 
 
 # ---------------------------------------------------------------------------------------
-# public entry point
+# per-star layer quantities, line selection and the evaluation plan
 # ---------------------------------------------------------------------------------------
 def _layers(atm, eos, vmic_kms, mol_names):
     T = atm.T
@@ -385,10 +445,254 @@ def _layers(atm, eos, vmic_kms, mol_names):
                 xi2=xi * xi), batch, N
 
 
+def molecule_names(eos) -> list[str]:
+    """Molecules of ``eos`` with both a density and a partition function (the order
+    defines the species columns of the line-opacity tables)."""
+    names = sorted(getattr(eos, "molecules", {}) or {})
+    return [m for m in names if m in (getattr(eos, "mol_U", {}) or {})]
+
+
+def prepare_lines(linelist, mol_names, vdw_enhancement=1.0, molecule_log_gamma6=-7.5):
+    """Per-line static data (numpy) of ``linelist`` for :func:`line_absorption`'s
+    ``prepared=`` argument: prepare a long list once, then slice it per wavelength chunk
+    with :func:`prepared_window`. Returns an opaque object."""
+    st, n_in = _prepare(linelist, list(mol_names), vdw_enhancement, molecule_log_gamma6)
+    return st
+
+
+def prepared_window(st: _Static, wl_min: float, wl_max: float) -> _Static:
+    """The lines of a prepared list with wl_min ≤ λ ≤ wl_max (the list is sorted)."""
+    i0 = np.searchsorted(st.wl, wl_min, side="left")
+    i1 = np.searchsorted(st.wl, wl_max, side="right")
+    return st.take(slice(i0, i1))
+
+
+_E_STEP = 0.1     # eV, energy bins of the screening bound
+_N_E = 320        # bins: 0 … 32 eV
+
+
+def _bound_keep(st: _Static, lay0: dict, ac_min: torch.Tensor, threshold: float) -> np.ndarray:
+    """Cheap screening: an upper bound of max over layers of peak/continuum for every line,
+    from per-(species, E_low bin) tables (exact bound: the stimulated-emission factor ≤ 1,
+    the Doppler width is bounded below with the heaviest mass of the species, the
+    continuum by its minimum over the chunk, exp(−E/kT) by its value at the bin's lower
+    edge). Lines below ``threshold`` can never be selected; skipping them keeps the
+    1.6 M TiO lines (and most weak molecular lines) of the default list off the (lines ×
+    layers) selection for warm stars."""
+    if st.wl.size == 0:
+        return np.zeros(0, bool)
+    if not threshold > 0:
+        return np.ones(st.wl.size, bool)
+    dev = ac_min.device
+    cols, inv = np.unique(st.sidx, return_inverse=True)
+    m_max = np.zeros(cols.size)
+    np.maximum.at(m_max, inv, st.mass)
+    T = lay0["T"][0]
+    su = torch.sqrt(C.k_B * T[None, :] / torch.as_tensor(m_max, device=dev)[:, None]
+                    + 0.5 * lay0["xi2"][0][None, :]) / C.c                        # (S, N) σ/λ
+    nU = lay0["nU"][:, torch.as_tensor(cols, device=dev)].T                       # (S, N)
+    base = torch.log(torch.clamp(nU, min=1e-300)) - torch.log(su) - torch.log(ac_min)[None, :]
+    e = torch.arange(_N_E, dtype=torch.float64, device=dev) * _E_STEP
+    tab = (base[:, None, :] - lay0["beta"][0][None, None, :] * e[None, :, None]).amax(-1)
+    tab = tab.cpu().numpy()                                                        # (S, nE) ln
+    k = np.clip(np.floor(np.nan_to_num(st.E_low, nan=0.0) / _E_STEP).astype(np.int64), 0, _N_E - 1)
+    const = C.pi_e2_over_mc * 1e-8 / (C.c * _SQRT_2PI)
+    with np.errstate(divide="ignore"):
+        ln_bound = np.log(const * st.gf * st.wl) + tab[inv, k]
+    return ln_bound >= math.log(threshold) - 1e-6
+
+
+@dataclass
+class _Plan:
+    st: _Static                 # selected lines
+    wl0: torch.Tensor           # (M,) Å
+    chunks: list                # (rows, lo, cnt, kmax, wing) per kernel call
+    n_points: int
+    n_screened: int = -1
+
+
+def _make_plan(st, wl_t, wl_np, lay, N, alpha_cont, threshold, cutoff, max_window,
+               chunk_elements) -> _Plan | None:
+    """Selection, windows and the kernel chunks (everything here is detached)."""
+    dev = wl_t.device
+    W = wl_np.size
+    if alpha_cont is not None:
+        ac = alpha_cont.detach().reshape(N, W)
+    else:
+        ac = coarse_continuum(lay["T"], lay["ne"], lay["nH"]).detach().reshape(N, 1)
+    lay0 = {k: v.detach() for k, v in lay.items()}
+    ac = torch.clamp(ac, min=1e-300)
+    # ---- screening bound, then the exact selection on the survivors ----------------------
+    st = st.take(np.nonzero(_bound_keep(st, lay0, ac.amin(dim=1), threshold))[0])
+    n = st.wl.size
+    win = np.zeros(n)
+    smax = np.zeros(n)
+    with torch.no_grad():
+        block = max(1, (1 << 22) // max(N, 1))
+        for s in range(0, n, block):
+            sub = st.take(slice(s, s + block))
+            amp, sigma, gamma = _params(sub, lay0, dev)          # (m, N)
+            if ac.shape[1] == W:
+                j = np.clip(np.searchsorted(wl_np, sub.wl), 0, W - 1)
+                a_c = ac[:, torch.as_tensor(j, device=dev)].T   # (m, N)
+            else:
+                a_c = ac[:, 0][None, :]
+            amp_a = amp * 1e8                                    # per Å of profile
+            peak = amp_a / (_SQRT_2PI * sigma)
+            ok = (peak >= threshold * a_c).any(dim=1)
+            rho = cutoff * a_c / torch.clamp(amp_a, min=1e-300)  # critical profile value (Å⁻¹)
+            x = _SQRT_2PI * sigma * rho
+            dop = torch.where(x < 1, sigma * torch.sqrt(-2 * torch.log(torch.clamp(x, max=1.0))),
+                              torch.zeros_like(x))
+            y = math.pi * gamma * rho
+            lor = torch.where(y < 1, torch.sqrt(torch.clamp(gamma / (math.pi * rho) - gamma**2,
+                                                            min=0.0)), torch.zeros_like(y))
+            w = torch.sqrt(dop**2 + lor**2).amax(dim=1)
+            w = torch.maximum(w, 2 * _SQRT2 * sigma.amax(dim=1))
+            w = torch.where(ok, torch.clamp(w, max=max_window), torch.zeros_like(w))
+            win[s:s + block] = w.cpu().numpy()
+            smax[s:s + block] = sigma.amax(dim=1).cpu().numpy()
+    lo = np.searchsorted(wl_np, st.wl - win, side="left")
+    hi = np.searchsorted(wl_np, st.wl + win, side="right")
+    K = np.where(win > 0, hi - lo, 0)
+    sel = np.nonzero(K > 0)[0]
+    if sel.size == 0:
+        return None
+    st_sel = st.take(sel)
+    M = sel.size
+    lo, hi = lo[sel], hi[sel]
+
+    # ---- segments: the core (|v| < 6 in some layer) and the two wings (|v| ≥ 6 in all) ---
+    core = R_SWITCH * _SQRT2 * smax[sel] * (1 + 1e-9)
+    lo_c = np.clip(np.searchsorted(wl_np, st_sel.wl - core, side="left"), lo, hi)
+    hi_c = np.clip(np.searchsorted(wl_np, st_sel.wl + core, side="right"), lo_c, hi)
+    rows_all = np.arange(M)
+    seg_row = np.concatenate([rows_all, rows_all, rows_all])
+    seg_lo = np.concatenate([lo_c, lo, hi_c])
+    seg_k = np.concatenate([hi_c - lo_c, lo_c - lo, hi - hi_c])
+    seg_wing = np.concatenate([np.zeros(M, bool), np.ones(2 * M, bool)])
+
+    chunks = []
+    for wing in (False, True):
+        keep = np.nonzero((seg_k > 0) & (seg_wing == wing))[0]
+        keep = keep[np.argsort(seg_k[keep], kind="stable")]     # similar lengths together
+        r_np, lo_np, k_np = seg_row[keep], seg_lo[keep], seg_k[keep]
+        s = 0
+        while s < keep.size:
+            cap = max(1, chunk_elements // (N * max(int(k_np[s]), 2)))
+            e = min(keep.size, s + cap)
+            while e - s > 1 and (e - s) * max(int(k_np[e - 1]), 2) * N > chunk_elements:
+                e = s + max(1, (e - s) // 2)
+            sl = np.arange(s, e)
+            cnt = k_np[sl]
+            if e - s == 1:                  # ≥ 2 rows and columns: one compiled graph
+                sl = np.concatenate([sl, sl])
+                cnt = np.concatenate([cnt, np.zeros_like(cnt)])
+            kmax = max(int(k_np[e - 1]), 2)
+            chunks.append((torch.as_tensor(r_np[sl], device=dev), torch.as_tensor(lo_np[sl], device=dev),
+                           torch.as_tensor(cnt, device=dev), kmax, wing))
+            s = e
+    return _Plan(st_sel, torch.as_tensor(st_sel.wl, dtype=torch.float64, device=dev), chunks,
+                 int(seg_k.sum()), n)
+
+
+def _apply_plan(plan: _Plan, acc, lay, wl_t, use_compile):
+    amp, sigma, gamma = _params(plan.st, lay, wl_t.device)              # (M, N)
+    for rows, lo, cnt, kmax, wing in plan.chunks:
+        acc = _VoigtChunkAdd.apply(acc, amp[rows][:, None, :], sigma[rows][:, None, :],
+                                   gamma[rows][:, None, :], wl_t, plan.wl0[rows], lo, cnt,
+                                   kmax, use_compile, wing)
+    return acc
+
+
+_LAYER_VARS = ("T", "ne", "nH", "xi2")     # layer quantities of (amp, σ, γ) besides n/U
+
+
+def _param_partials(st: _Static, lay: dict):
+    """(amp, σ, γ) (M, N) and their partial derivatives Q (M, 3, V, N) w.r.t. each layer's
+    own T, n_e, n_H (perturbers) and ξ² (:data:`_LAYER_VARS`; T moves lnT and β with it).
+    A line's parameters in a layer depend only on that layer's quantities, so one
+    all-ones tangent per quantity gives these diagonal partials (forward-mode AD,
+    vectorised over the V tangents). The remaining dependence, amp ∝ n/U of the species,
+    is handled by the caller."""
+    dev = lay["T"].device
+    keys = ("T", "lnT", "beta", "ne", "nH", "xi2")
+    nU = lay["nU"]
+
+    def f(*vals):
+        return _params(st, {**dict(zip(keys, vals)), "nU": nU}, dev)
+
+    prim = tuple(lay[k] for k in keys)
+    T = lay["T"]
+    one, zero = torch.ones_like(T), torch.zeros_like(T)
+    basis = {  # tangents of (T, lnT, β, n_e, n_H, ξ²) per layer quantity
+        "T": (one, 1.0 / T, -lay["beta"] / T, zero, zero, zero),
+        "ne": (zero, zero, zero, one, zero, zero),
+        "nH": (zero, zero, zero, zero, one, zero),
+        "xi2": (zero, zero, zero, zero, zero, one),
+    }
+    tans = [torch.stack([basis[v][i] for v in _LAYER_VARS]) for i in range(len(keys))]
+    d_amp, d_sig, d_gam = torch.func.vmap(lambda *t: torch.func.jvp(f, prim, t)[1])(*tans)
+    with torch.no_grad():
+        amp, sigma, gamma = f(*prim)
+    Q = torch.stack([d_amp, d_sig, d_gam], dim=0).permute(2, 0, 1, 3).contiguous()   # (M, 3, V, N)
+    return amp, sigma, gamma, Q
+
+
+def contract_line_tangents(plan: _Plan, lay: dict, lay_tan: dict, G: torch.Tensor, wl_t,
+                           use_compile: bool) -> torch.Tensor:
+    """Σ_layers G · dα_line for K tangents at once: G (W, N) are weights per wavelength and
+    layer (e.g. ∂F(λ)/∂α(λ, layer) of the radiative transfer), ``lay_tan`` the K tangents
+    of the layer quantities (keys of ``lay`` with a leading K axis). Returns (W, K).
+
+    dα = Σ_s α_s d ln(n/U)_s + Σ_v X_v dv: the first sum runs over the species s (α_s
+    their opacity), the second over the layer quantities v = T, n_e, n_H, ξ² with
+    X_v = Σ_lines Σ_{c = amp, σ, γ} (∂α/∂c)(∂c/∂v). The Voigt function and its derivatives
+    are evaluated once per point and layer (compiled kernel), weighted by G, and contracted
+    over the layers with the ((1 + V)·N, K) tangent matrix of the line's species by one
+    matrix product per species and kernel chunk. Nothing of size K × N × (points) is
+    formed."""
+    dev = wl_t.device
+    K = lay_tan["T"].shape[0]
+    W = wl_t.numel()
+    N = G.shape[1]
+    V = len(_LAYER_VARS)
+    amp, sigma, gamma, Q = _param_partials(plan.st, lay)
+    cols, s_idx = np.unique(plan.st.sidx, return_inverse=True)
+    S = cols.size
+    cols_t = torch.as_tensor(cols, device=dev)
+    nU = lay["nU"][:, cols_t]                                              # (N, S)
+    dnU = lay_tan["nU"][:, :, cols_t]                                       # (K, N, S)
+    u = torch.where(nU > 0, dnU / torch.where(nU > 0, nU, torch.ones_like(nU)), torch.zeros_like(dnU))
+    D = torch.stack([lay_tan[v].reshape(K, N) for v in _LAYER_VARS], dim=1)  # (K, V, N)
+    # per species: [d ln(n/U)_s ; dT ; dn_e ; dn_H ; dξ²] as a ((1 + V)·N, K) matrix
+    U = torch.cat([u.permute(2, 0, 1)[:, :, None, :], D[None].expand(S, K, V, N)], dim=2)
+    U = U.permute(0, 2, 3, 1).reshape(S, (1 + V) * N, K).contiguous()
+    s_t = torch.as_tensor(s_idx, device=dev)
+    out = torch.zeros(W, K, dtype=torch.float64, device=dev)
+    for rows, lo, cnt, kmax, wing in plan.chunks:
+        idx, dl, mask = _segment_geometry(wl_t, plan.wl0[rows], lo, cnt, kmax)
+        B, Kp = idx.shape
+        y = _run("con", use_compile, G, idx, dl, mask, amp[rows][:, None, :],
+                 sigma[rows][:, None, :], gamma[rows][:, None, :], Q[rows][:, None],
+                 wing).reshape(B, Kp * (1 + V) * N)
+        # one matrix product per species present in this kernel chunk
+        sp, order = torch.sort(s_t[rows], stable=True)
+        uniq, counts = torch.unique_consecutive(sp, return_counts=True)
+        contrib = torch.empty(B, Kp, K, dtype=torch.float64, device=dev)
+        b0 = 0
+        for s_, n_ in zip(uniq.tolist(), counts.tolist()):
+            o = order[b0:b0 + n_]
+            contrib[o] = (y[o].reshape(n_ * Kp, (1 + V) * N) @ U[s_]).reshape(n_, Kp, K)
+            b0 += n_
+        out.index_add_(0, idx.reshape(-1), contrib.reshape(B * Kp, K))
+    return out
+
+
 def line_absorption(linelist, wl, atm, eos, vmic_kms, *, alpha_cont=None, threshold=1e-4,
                     cutoff=3e-4, max_window=150.0, vdw_enhancement=1.0,
                     molecule_log_gamma6=-7.5, chunk_elements=1 << 22, compile="auto",
-                    return_stats=False):
+                    return_stats=False, prepared=None, return_plan=False):
     """Line opacity (cm⁻¹) of every line of ``linelist`` on ``wl``: shape (…, L, W).
 
     Parameters
@@ -410,110 +714,45 @@ def line_absorption(linelist, wl, atm, eos, vmic_kms, *, alpha_cont=None, thresh
         ≈ 10 × 8 bytes × chunk_elements transient).
     compile : "auto" (use torch.compile unless $PHDLSPEC_COMPILE=0), True or False.
     return_stats : also return a :class:`LineStats`.
+    prepared : output of :func:`prepare_lines` (or a :func:`prepared_window` of it) to use
+        instead of ``linelist`` (which may then be None); vdw_enhancement and
+        molecule_log_gamma6 are those it was prepared with.
+    return_plan : also return the evaluation plan (selected lines and segments; internal,
+        for :func:`contract_line_tangents`).
+
+    Differentiable in reverse mode (``backward``) and forward mode (``torch.autograd.forward_ad``).
     """
     dev = atm.T.device
     wl_t = torch.as_tensor(wl, dtype=torch.float64, device=dev)
     wl_np = wl_t.detach().cpu().numpy()
     W = wl_np.size
-    mol_names = sorted(getattr(eos, "molecules", {}) or {})
-    mol_names = [m for m in mol_names if m in (getattr(eos, "mol_U", {}) or {})]
+    mol_names = molecule_names(eos)
     lay, batch, N = _layers(atm, eos, vmic_kms, mol_names)
-    st, n_in = _prepare(linelist, mol_names, vdw_enhancement, molecule_log_gamma6)
+    if prepared is None:
+        st, n_in = _prepare(linelist, mol_names, vdw_enhancement, molecule_log_gamma6)
+    else:
+        st, n_in = prepared, prepared.wl.size
     n_supported = st.wl.size
     use_compile = _want_compile(compile)
-    kern = _kernels(use_compile)
+    compiled = _kernel("fwd", use_compile) is not _fwd_kernel
 
     acc = torch.zeros(W, N, dtype=torch.float64, device=dev)
 
-    def finish(stats):
+    def finish(stats, plan=None):
         out = acc.T.reshape(batch + (W,))
-        return (out, stats) if return_stats else out
+        res = (out,)
+        if return_stats:
+            res = res + (stats,)
+        if return_plan:
+            res = res + (plan,)
+        return res if len(res) > 1 else out
 
     if n_supported == 0 or W == 0:
-        return finish(LineStats(n_in, n_supported, 0, 0, 0, kern[2]))
-
-    # ---- selection and windows (no grad, blocks of lines) ------------------------------
-    if alpha_cont is not None:
-        ac = alpha_cont.detach().reshape(N, W)
-    else:
-        ac = coarse_continuum(lay["T"], lay["ne"], lay["nH"]).detach().reshape(N, 1)
-    win = np.zeros(n_supported)
-    smax = np.zeros(n_supported)
-    with torch.no_grad():
-        lay0 = {k: v.detach() for k, v in lay.items()}
-        block = max(1, (1 << 22) // max(N, 1))
-        for s in range(0, n_supported, block):
-            sub = st.take(slice(s, s + block))
-            amp, sigma, gamma = _params(sub, lay0, dev)          # (m, N)
-            if ac.shape[1] == W:
-                j = np.clip(np.searchsorted(wl_np, sub.wl), 0, W - 1)
-                a_c = ac[:, torch.as_tensor(j, device=dev)].T   # (m, N)
-            else:
-                a_c = ac[:, 0][None, :]
-            a_c = torch.clamp(a_c, min=1e-300)
-            amp_a = amp * 1e8                                    # per Å of profile
-            peak = amp_a / (_SQRT_2PI * sigma)
-            ok = (peak >= threshold * a_c).any(dim=1)
-            rho = cutoff * a_c / torch.clamp(amp_a, min=1e-300)  # critical profile value (Å⁻¹)
-            x = _SQRT_2PI * sigma * rho
-            dop = torch.where(x < 1, sigma * torch.sqrt(-2 * torch.log(torch.clamp(x, max=1.0))),
-                              torch.zeros_like(x))
-            y = math.pi * gamma * rho
-            lor = torch.where(y < 1, torch.sqrt(torch.clamp(gamma / (math.pi * rho) - gamma**2,
-                                                            min=0.0)), torch.zeros_like(y))
-            w = torch.sqrt(dop**2 + lor**2).amax(dim=1)
-            w = torch.maximum(w, 2 * _SQRT2 * sigma.amax(dim=1))
-            w = torch.where(ok, torch.clamp(w, max=max_window), torch.zeros_like(w))
-            win[s:s + block] = w.cpu().numpy()
-            smax[s:s + block] = sigma.amax(dim=1).cpu().numpy()
-    lo = np.searchsorted(wl_np, st.wl - win, side="left")
-    hi = np.searchsorted(wl_np, st.wl + win, side="right")
-    K = np.where(win > 0, hi - lo, 0)
-    sel = np.nonzero(K > 0)[0]
-    if sel.size == 0:
-        return finish(LineStats(n_in, n_supported, 0, 0, 0, kern[2]))
-    st_sel = st.take(sel)
-    M = sel.size
-    lo, hi = lo[sel], hi[sel]
-
-    # ---- segments: the core (|v| < 6 in some layer) and the two wings (|v| ≥ 6 in all) ---
-    core = R_SWITCH * _SQRT2 * smax[sel] * (1 + 1e-9)
-    lo_c = np.clip(np.searchsorted(wl_np, st_sel.wl - core, side="left"), lo, hi)
-    hi_c = np.clip(np.searchsorted(wl_np, st_sel.wl + core, side="right"), lo_c, hi)
-    rows_all = np.arange(M)
-    seg_row = np.concatenate([rows_all, rows_all, rows_all])
-    seg_lo = np.concatenate([lo_c, lo, hi_c])
-    seg_k = np.concatenate([hi_c - lo_c, lo_c - lo, hi - hi_c])
-    seg_wing = np.concatenate([np.zeros(M, bool), np.ones(2 * M, bool)])
-
-    # ---- differentiable parameters of the selected lines --------------------------------
-    amp, sigma, gamma = _params(st_sel, lay, dev)               # (M, N)
-    wl0 = torch.as_tensor(st_sel.wl, dtype=torch.float64, device=dev)
-    n_points = int(seg_k.sum())
-    n_chunks = 0
-    for wing in (False, True):
-        keep = np.nonzero((seg_k > 0) & (seg_wing == wing))[0]
-        keep = keep[np.argsort(seg_k[keep], kind="stable")]     # similar lengths together
-        r_np, lo_np, k_np = seg_row[keep], seg_lo[keep], seg_k[keep]
-        r_t = torch.as_tensor(r_np, device=dev)
-        lo_t = torch.as_tensor(lo_np, device=dev)
-        k_t = torch.as_tensor(k_np, device=dev)
-        s = 0
-        while s < keep.size:
-            cap = max(1, chunk_elements // (N * max(int(k_np[s]), 2)))
-            e = min(keep.size, s + cap)
-            while e - s > 1 and (e - s) * max(int(k_np[e - 1]), 2) * N > chunk_elements:
-                e = s + max(1, (e - s) // 2)
-            sl = torch.arange(s, e, device=dev)
-            cnt = k_t[sl]
-            if e - s == 1:                  # ≥ 2 rows and columns: one compiled graph
-                sl = torch.cat([sl, sl])
-                cnt = torch.cat([cnt, torch.zeros_like(cnt)])
-            rows = r_t[sl]
-            kmax = max(int(k_np[e - 1]), 2)
-            acc = _VoigtChunkAdd.apply(acc, amp[rows][:, None, :], sigma[rows][:, None, :],
-                                       gamma[rows][:, None, :], wl_t, wl0[rows], lo_t[sl],
-                                       cnt, kmax, kern, wing)
-            n_chunks += 1
-            s = e
-    return finish(LineStats(n_in, n_supported, M, n_chunks, n_points, kern[2]))
+        return finish(LineStats(n_in, n_supported, 0, 0, 0, compiled))
+    plan = _make_plan(st, wl_t, wl_np, lay, N, alpha_cont, threshold, cutoff, max_window,
+                      chunk_elements)
+    if plan is None:
+        return finish(LineStats(n_in, n_supported, 0, 0, 0, compiled))
+    acc = _apply_plan(plan, acc, lay, wl_t, use_compile)
+    return finish(LineStats(n_in, n_supported, plan.st.wl.size, len(plan.chunks), plan.n_points,
+                            compiled, plan.n_screened), plan)

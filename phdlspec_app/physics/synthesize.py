@@ -6,15 +6,21 @@ One star (or a batch) goes through, in order:
 1. ``abundances.number_fractions`` (labels → ε_X) and ``atmosphere`` (Teff, log g,
    [Fe/H], [α/Fe] → T, P, n_e on RHOX);
 2. ``eos.solve_eos`` (ionization and molecular equilibrium, n_e, ρ) — once per star;
-3. per wavelength chunk: ``continuum_absorption`` on a coarse ln λ grid (resolving power
-   ``continuum_resolution``, linearly interpolated; the continuum is smooth there),
+3. ``continuum_absorption`` once per star on a coarse ln λ grid (resolving power
+   ``continuum_resolution``) spanning the synthesized range; per wavelength chunk it is
+   interpolated linearly (the continuum is smooth there),
    ``line_absorption`` and ``hydrogen_line_absorption`` on the fine grid (resolving
    power ``resolution``), optical depth and emergent flux with and without lines
    (``radiative_transfer``), normalized flux = F / F_cont;
 4. ``lsf.degrade``: instrumental LSF (R, default 1800) and ``vbroad``, Doppler shift by
    ``rv``, sampled on the LAMOST grid.
 
-Everything is torch float64 on ``device``; derivatives flow from every label.
+Everything is torch float64 on ``device``; derivatives flow from every label, in reverse
+mode (autograd) and forward mode (``torch.autograd.forward_ad``). The radiative transfer
+is fused by ``torch.compile`` when the inputs are plain tensors (as the Voigt kernels;
+``PHDLSPEC_COMPILE=0`` keeps everything eager). ``differential_spectra`` computes the
+derivatives w.r.t. all 30 differential labels in one pass (see its docstring and
+docs/physics.md).
 """
 from __future__ import annotations
 
@@ -129,33 +135,49 @@ class Synthesizer:
         bounds = np.linspace(0, wl.size, n + 1).astype(int)
         return list(zip(bounds[:-1], bounds[1:]))
 
-    def _chunk_flux(self, wl_chunk: np.ndarray, atm, eos, vmic):
+    def _coarse_grid(self, wl: np.ndarray) -> np.ndarray:
+        """The ln-λ grid (resolving power ``continuum_resolution``) spanning ``wl`` on which
+        the continuum is computed (once per star) and interpolated linearly."""
+        n_c = max(2, int(np.ceil(np.log(wl[-1] / wl[0]) * self.continuum_resolution)) + 1)
+        return np.geomspace(wl[0], wl[-1], n_c)
+
+    def _prepared(self, mol_names) -> object:
+        """The line list prepared once (static per-line data), per set of molecules."""
+        from .line_absorption import prepare_lines
+
+        key = tuple(mol_names)
+        cache = self.__dict__.setdefault("_prep_cache", {})
+        if key not in cache:
+            cache[key] = prepare_lines(self.linelist, key)
+        return cache[key]
+
+    def _lines(self, wl_chunk, atm, eos, vmic, alpha_c, return_plan=False):
+        from .line_absorption import molecule_names, prepared_window
+
+        prep = prepared_window(self._prepared(molecule_names(eos)), wl_chunk[0] - 30.0,
+                               wl_chunk[-1] + 30.0)
+        return line_absorption(None, wl_chunk, atm, eos, vmic, alpha_cont=alpha_c,
+                               threshold=self.line_threshold, prepared=prep,
+                               return_plan=return_plan)
+
+    def _chunk_flux(self, wl_chunk: np.ndarray, atm, eos, vmic, wl_c, alpha_cc):
         dev = self.device
         wl_t = torch.as_tensor(wl_chunk, dtype=torch.float64, device=dev)
-        # continuum on a coarse ln-lambda grid spanning the chunk, interpolated linearly
-        n_c = max(2, int(np.ceil(np.log(wl_chunk[-1] / wl_chunk[0]) * self.continuum_resolution)) + 1)
-        wl_c = torch.as_tensor(np.geomspace(wl_chunk[0], wl_chunk[-1], n_c), dtype=torch.float64, device=dev)
-        alpha_c_coarse = continuum_absorption(wl_c, atm, eos)
-        alpha_c = _interp_last(alpha_c_coarse, wl_c, wl_t)
-        lines = self.linelist.select(wl_chunk[0] - 30.0, wl_chunk[-1] + 30.0)
-        alpha_l = line_absorption(lines, wl_t, atm, eos, vmic, alpha_cont=alpha_c, threshold=self.line_threshold)
+        alpha_c = _interp_last(alpha_cc, wl_c, wl_t)
+        alpha_l = self._lines(wl_chunk, atm, eos, vmic, alpha_c)
         if self.hydrogen:
             from .hydrogen_lines import hydrogen_line_absorption
 
-            alpha_l = alpha_l + hydrogen_line_absorption(wl_t, atm, eos)
+            alpha_l = alpha_l + hydrogen_line_absorption(wl_t, atm, eos, vmic_kms=vmic)
         S = planck_lambda(wl_t, atm.T)
-        tau_c = optical_depth(alpha_c, eos.rho, atm.rhox)
-        tau = optical_depth(alpha_c + alpha_l, eos.rho, atm.rhox)
-        return emergent_flux(tau, S, self.n_mu), emergent_flux(tau_c, S, self.n_mu)
+        return _flux_pair(alpha_c, alpha_l, S, eos.rho, atm.rhox, self.n_mu)
 
     def highres(self, labels, wl_range: tuple[float, float] | None = None, progress: bool = False) -> SynthesisResult:
         """Normalized spectra on the fine grid, for labels (…, 32)."""
         atm, eos, vmic = self.state(labels)
-        wl = self.wavelength
-        if wl_range is not None:
-            wl = wl[(wl >= wl_range[0]) & (wl <= wl_range[1])]
-            if wl.size < 2:
-                raise ValueError(f"wl_range {wl_range} is outside the synthesizer's range {self.wl_range}")
+        wl = self._grid(wl_range)
+        wl_c = torch.as_tensor(self._coarse_grid(wl), dtype=torch.float64, device=self.device)
+        alpha_cc = continuum_absorption(wl_c, atm, eos)
         chunks = list(self._chunks(wl))
         if progress:
             from tqdm.auto import tqdm
@@ -163,12 +185,20 @@ class Synthesizer:
             chunks = tqdm(chunks, desc="synthesis", unit="chunk")
         F, C = [], []
         for a, b in chunks:
-            f, c = self._chunk_flux(wl[a:b], atm, eos, vmic)
+            f, c = self._chunk_flux(wl[a:b], atm, eos, vmic, wl_c, alpha_cc)
             F.append(f)
             C.append(c)
         F = torch.cat(F, dim=-1)
         C = torch.cat(C, dim=-1)
         return SynthesisResult(wavelength=wl, flux=F / C, flux_abs=F, continuum=C)
+
+    def _grid(self, wl_range):
+        wl = self.wavelength
+        if wl_range is not None:
+            wl = wl[(wl >= wl_range[0]) & (wl <= wl_range[1])]
+            if wl.size < 2:
+                raise ValueError(f"wl_range {wl_range} is outside the synthesizer's range {self.wl_range}")
+        return wl
 
     def spectrum(self, labels, resolution: float = 1800.0, wl_out: np.ndarray | None = None,
                  progress: bool = False) -> torch.Tensor:
@@ -176,23 +206,45 @@ class Synthesizer:
         (default: the LAMOST grid), with the labels' ``vbroad`` and ``rv`` applied."""
         lab = self._labels(labels)
         out = lamost_wavelength() if wl_out is None else np.asarray(wl_out, float)
-        hr = self.highres(lab, progress=progress)
+        hr = self.highres(lab, wl_range=self._needed_range(out), progress=progress)
         return degrade(hr.flux, hr.wavelength, resolution, lab[..., _I["vbroad"]], lab[..., _I["rv"]], out)
 
+    def _needed_range(self, wl_out: np.ndarray):
+        """The part of the fine grid that reaches ``wl_out`` through the LSF (None: all).
+        The margin (25 Å + 0.3 %) covers 5σ of an R = 1800 LSF, vbroad up to 300 km/s and
+        rv up to ±600 km/s."""
+        lo = float(np.min(wl_out)) * (1 - 3e-3) - 25.0
+        hi = float(np.max(wl_out)) * (1 + 3e-3) + 25.0
+        if lo <= self.wavelength[0] and hi >= self.wavelength[-1]:
+            return None
+        return (max(lo, self.wavelength[0]), min(hi, self.wavelength[-1]))
+
     def differential_spectra(self, labels, wrt: Sequence[str] = DIFFERENTIAL_LABELS, resolution: float = 1800.0,
-                             wl_out: np.ndarray | None = None, progress: bool = False):
+                             wl_out: np.ndarray | None = None, progress: bool = False, method: str = "auto"):
         """Spectrum (W_out,) and its derivatives d flux / d label (len(wrt), W_out) for one
-        star, by forward-mode automatic differentiation (one dual-number pass per label).
+        star, by forward-mode automatic differentiation.
 
         Units of the derivatives: per K (teff), per dex (logg, abundances), per km/s (vmic).
         Abundance derivatives are with respect to the schema's labels ([Fe/H] and [X/Fe]).
-        """
-        import torch.autograd.forward_ad as fwAD
 
+        method : "multi" (default for the labels of :data:`DIFFERENTIAL_LABELS`): all
+            tangents in one pass (see :meth:`_differential_multi`); "dual": one
+            ``torch.autograd.forward_ad`` dual-number pass per label through
+            :meth:`spectrum` (the reference; slow); "auto": "multi" when every label in
+            ``wrt`` is a differential label, else "dual".
+        """
         lab = self._labels(labels)
         if lab.dim() != 1:
             raise ValueError("differential_spectra takes one star (a label vector of length 32)")
         names = [L.canonical_name(n) for n in wrt]
+        if method == "auto":
+            method = "multi" if set(names) <= set(DIFFERENTIAL_LABELS) else "dual"
+        if method == "multi":
+            return self._differential_multi(lab, names, resolution, wl_out, progress)
+        if method != "dual":
+            raise ValueError(f"unknown method {method!r}")
+        import torch.autograd.forward_ad as fwAD
+
         rows = []
         primal = None
         it = names
@@ -211,10 +263,286 @@ class Synthesizer:
             rows.append(t.detach() if t is not None else torch.zeros_like(p))
         return primal, torch.stack(rows)
 
+    # ---- all tangents at once ----------------------------------------------------------------
+    def _differential_multi(self, lab, names, resolution, wl_out, progress):
+        """Forward-mode derivatives for K labels in one pass over the wavelengths.
+
+        1. Star state: the labels are copied K times with one-hot tangents and pushed
+           through atmosphere, abundances, EOS, the layer quantities of the line opacity and
+           the coarse continuum as dual numbers (cheap: arrays of layers); row k's tangent
+           is d/d label_k.
+        2. Per chunk the primal opacities are computed once, and the normalized flux
+           R(λ) = F/F_c is differentiated by one reverse pass w.r.t. the per-(layer, λ)
+           inputs of the radiative transfer (α_total, α_c, S, ρ, RHOX): R(λ) only depends
+           on column λ, so these gradients are exact per-wavelength sensitivities G.
+        3. dR_k(λ) = Σ_layers G · (tangent k of the inputs): the line opacity's tangents are
+           contracted with G inside the Voigt kernels (:func:`contract_line_tangents`), the
+           hydrogen lines' through their partials w.r.t. the six layer quantities they
+           depend on, the continuum's from its interpolated dual tangents.
+        4. The LSF and resampling are linear: applied to the K tangent rows.
+        The result equals the dual-number derivative of :meth:`spectrum` (up to round-off).
+        """
+        import torch.autograd.forward_ad as fwAD
+
+        from .hydrogen_lines import hydrogen_line_absorption
+        from .line_absorption import _layers, _want_compile, contract_line_tangents, molecule_names
+
+        dev = self.device
+        K = len(names)
+        out = lamost_wavelength() if wl_out is None else np.asarray(wl_out, float)
+        wl = self._grid(self._needed_range(out))
+        wl_c_np = self._coarse_grid(wl)
+        wl_c = torch.as_tensor(wl_c_np, dtype=torch.float64, device=dev)
+        E = torch.zeros(K, lab.numel(), dtype=torch.float64, device=dev)
+        for k, name in enumerate(names):
+            E[k, _I[name]] = 1.0
+        with fwAD.dual_level():
+            lab_d = fwAD.make_dual(lab.expand(K, -1).clone(), E)
+            atm_d = self.atmosphere(lab_d)
+            eos_d = solve_eos(atm_d, abundances.number_fractions(lab_d, self.scale))
+            vmic_d = lab_d[:, _I["vmic"]]
+            mol_names = molecule_names(eos_d)
+            lay_d, _, _ = _layers(atm_d, eos_d, vmic_d, mol_names)
+            Lz = atm_d.T.shape[-1]
+
+            def split(x):                       # dual (K, ...) → primal (...), tangent (K, ...)
+                p, t = fwAD.unpack_dual(x)
+                t = torch.zeros_like(p) if t is None else t
+                return p[0].detach(), t.detach()
+
+            def split_lay(x):                   # (1, K·L) or (K·L, C) → (1, L)/(L, C), (K, …)
+                p, t = fwAD.unpack_dual(x)
+                t = torch.zeros_like(p) if t is None else t
+                if x.shape[0] == 1:
+                    return p.reshape(K, 1, Lz)[0].detach(), t.reshape(K, 1, Lz).detach()
+                return p.reshape(K, Lz, -1)[0].detach(), t.reshape(K, Lz, -1).detach()
+
+            lay, lay_t = {}, {}
+            for key, val in lay_d.items():
+                lay[key], lay_t[key] = split_lay(val)
+            T, dT = split(atm_d.T)
+            ne_a, dne_a = split(atm_d.ne)
+            rho, drho = split(eos_d.rho)
+            rhox, drhox = split(atm_d.rhox)
+            xi, dxi = split(vmic_d)
+            hvars = [split(v) for v in (atm_d.T, atm_d.ne, eos_d.atoms[..., 1, 0], eos_d.atoms[..., 2, 0],
+                                        eos_d.U[..., 1, 0])]
+            # coarse continuum with tangents, in blocks of the coarse grid (memory bound)
+            acc_p, acc_t = [], []
+            for s0 in range(0, wl_c.numel(), 512):
+                p_, t_ = split(continuum_absorption(wl_c[s0:s0 + 512], atm_d, eos_d))
+                acc_p.append(p_)
+                acc_t.append(t_)
+            alpha_cc, dalpha_cc = torch.cat(acc_p, -1), torch.cat(acc_t, -1)     # (L, Wc), (K, L, Wc)
+            atm = ModelAtmosphere(rhox=rhox, T=T, P=split(atm_d.P)[0], ne=ne_a)
+            eos = _detach_eos(eos_d)
+        # hydrogen-line inputs: T, n_e, n(H I), n(He I), U(H I), ξ — primal (L,), tangents (K, L)
+        hp = [h[0] for h in hvars] + [xi]
+        ht = torch.stack([h[1] for h in hvars] + [dxi[:, None].expand(K, Lz)], dim=1)   # (K, 6, L)
+        use_compile = _want_compile("auto")
+        dacT = dalpha_cc.permute(2, 0, 1).contiguous()                       # (Wc, K, L)
+        chunks = list(self._chunks(wl))
+        if progress:
+            from tqdm.auto import tqdm
+
+            chunks = tqdm(chunks, desc="differential spectra", unit="chunk")
+        R_all, dR_all = [], []
+        for a, b in chunks:
+            wl_chunk = wl[a:b]
+            wl_t = torch.as_tensor(wl_chunk, dtype=torch.float64, device=dev)
+            idx, tw = _interp_weights(wl_c, wl_t)
+            alpha_c = alpha_cc[:, idx - 1] * (1 - tw) + alpha_cc[:, idx] * tw
+            with torch.no_grad():
+                alpha_l, plan = self._lines(wl_chunk, atm, eos, xi, alpha_c, return_plan=True)
+            if self.hydrogen:
+                alpha_h, P_h = _hydrogen_partials(wl_t, hp)                 # (L, W), (6, L, W)
+            else:
+                alpha_h, P_h = None, None
+            S = planck_lambda(wl_t, T)
+            # per-wavelength sensitivities of R = F/F_c (one reverse pass)
+            leaves = [(alpha_c + alpha_l + (alpha_h if alpha_h is not None else 0.0)), alpha_c, S,
+                      rho[:, None].expand_as(S).clone(), rhox[:, None].expand_as(S).clone()]
+            leaves = [x.detach().requires_grad_(True) for x in leaves]
+            with torch.enable_grad():
+                R = _norm_flux(*leaves, self.n_mu)
+                G_tot, G_c, G_S, G_rho, G_rhox = torch.autograd.grad(R.sum(), leaves)
+            R = R.detach()
+            # continuum tangents (K, L, W), interpolated like the primal
+            # continuum: Σ_l G (interpolated coarse tangents), as a batched (K, L) @ (L, 1)
+            Gc = (G_tot + G_c).T                                             # (W, L)
+            dR = (torch.bmm(dacT[idx - 1], (Gc * (1 - tw)[:, None])[:, :, None])
+                  + torch.bmm(dacT[idx], (Gc * tw[:, None])[:, :, None]))[:, :, 0].T.contiguous()
+            dBdT = _planck_dT(wl_t, T)
+            dR += dT @ (G_S * dBdT) + drho @ G_rho + drhox @ G_rhox
+            if plan is not None:
+                dR += contract_line_tangents(plan, lay, lay_t, G_tot.T.contiguous(), wl_t, use_compile).T
+            if P_h is not None:
+                Y = (G_tot[None] * P_h).reshape(6 * Lz, -1)                  # (6L, W)
+                dR += ht.reshape(K, 6 * Lz) @ Y
+            R_all.append(R)
+            dR_all.append(dR)
+        R = torch.cat(R_all, -1)
+        dR = torch.cat(dR_all, -1)
+        op = _lsf_operator(wl, resolution, float(lab[_I["vbroad"]]), float(lab[_I["rv"]]), out, dev)
+        both = torch.sparse.mm(op, torch.cat([R[None], dR], 0).T.contiguous()).T
+        return both[0], both[1:]
+
+
+def _lsf_operator(wl: np.ndarray, resolution: float, vbroad: float, rv: float, wl_out: np.ndarray,
+                  device) -> torch.Tensor:
+    """:func:`lsf.degrade` for fixed vbroad and rv as a sparse (W_out, W) matrix (CSR): the
+    same Gaussian kernel (reflected at the edges) and the same linear resampling, but only
+    evaluated where the output needs it — for many spectra at once (the tangents) this is
+    ~100× cheaper than convolving every fine pixel."""
+    from .constants import c_kms
+    from .lsf import _FWHM_TO_SIGMA
+
+    W = wl.size
+    dlnlam = float(np.log(wl[-1] / wl[0]) / (W - 1))
+    fwhm = np.sqrt((c_kms / resolution) ** 2 + vbroad**2)
+    sigma_pix = fwhm * _FWHM_TO_SIGMA / (c_kms * dlnlam)
+    half = max(int(np.ceil(5.0 * sigma_pix)), 1)
+    if half >= W:
+        raise ValueError(f"broadening kernel ({2 * half + 1} px) wider than the spectrum ({W} px)")
+    d = np.arange(-half, half + 1)
+    k = np.exp(-0.5 * (d / max(sigma_pix, 1e-3)) ** 2)
+    k /= k.sum()
+    x = np.log(wl)
+    xo = np.clip(np.log(np.asarray(wl_out, float) / (1.0 + rv / c_kms)), x[0], x[-1])
+    idx = np.clip(np.searchsorted(x, xo), 1, W - 1)
+    t = (xo - x[idx - 1]) / (x[idx] - x[idx - 1])
+    n_out = xo.size
+    rows, cols, vals = [], [], []
+    for p, wp in ((idx - 1, 1.0 - t), (idx, t)):
+        j = p[:, None] + d[None, :]
+        j = np.where(j < 0, -j, j)
+        j = np.where(j > W - 1, 2 * (W - 1) - j, j)
+        rows.append(np.repeat(np.arange(n_out), d.size))
+        cols.append(j.reshape(-1))
+        vals.append((wp[:, None] * k[None, :]).reshape(-1))
+    op = torch.sparse_coo_tensor(torch.as_tensor(np.stack([np.concatenate(rows), np.concatenate(cols)])),
+                                 torch.as_tensor(np.concatenate(vals)), (n_out, W),
+                                 dtype=torch.float64, device=device).coalesce()
+    return op.to_sparse_csr()
+
+
+def _detach_eos(eos_d):
+    """Primal of star 0 of a K-batched dual EOS result (plain tensors)."""
+    import torch.autograd.forward_ad as fwAD
+
+    def p(x):
+        return fwAD.unpack_dual(x).primal[0].detach()
+
+    return EOSResult(ne=p(eos_d.ne), atoms=p(eos_d.atoms), U=p(eos_d.U),
+                     molecules={k: p(v) for k, v in eos_d.molecules.items()},
+                     mol_U={k: p(v) for k, v in eos_d.mol_U.items()}, n_Hminus=p(eos_d.n_Hminus),
+                     n_H=p(eos_d.n_H), rho=p(eos_d.rho), n_heavy=p(eos_d.n_heavy),
+                     max_residual=eos_d.max_residual[0], n_iter=eos_d.n_iter)
+
+
+def _hydrogen_partials(wl_t, hp):
+    """α_H (L, W) and its partials (6, L, W) w.r.t. each layer's T, n_e, n(H I), n(He I),
+    U(H I), ξ (km/s) — see :func:`hydrogen_lines.hydrogen_line_partials`."""
+    from .hydrogen_lines import hydrogen_line_partials
+
+    return hydrogen_line_partials(wl_t, *hp[:5], hp[5])
+
+
+def _planck_dT(wavelength_A: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """∂B_λ/∂T (…, L, W)."""
+    from .constants import c, h, k_B
+
+    lam = wavelength_A * 1e-8
+    x = (h * c / k_B) / (lam * T[..., None])
+    ex = torch.exp(-x)
+    B = (2.0 * h * c**2) / lam**5 * ex / (-torch.expm1(-x))
+    return B * x / T[..., None] / (-torch.expm1(-x))
+
+
+def _tau_columns(alpha, rho_f, rhox_f):
+    """optical_depth with ρ and RHOX given per (layer, λ) (so that their gradients are
+    per wavelength); same arithmetic as :func:`radiative_transfer.optical_depth`."""
+    kappa = alpha / rho_f
+    drhox = torch.diff(rhox_f, dim=-2)
+    steps = 0.5 * (kappa[..., 1:, :] + kappa[..., :-1, :]) * drhox
+    top = kappa[..., :1, :] * rhox_f[..., :1, :]
+    return torch.cumsum(torch.cat([top, steps], dim=-2), dim=-2)
+
+
+def _norm_flux_eager(alpha_tot, alpha_c, S, rho_f, rhox_f, n_mu: int):
+    F = emergent_flux(_tau_columns(alpha_tot, rho_f, rhox_f), S, n_mu)
+    Fc = emergent_flux(_tau_columns(alpha_c, rho_f, rhox_f), S, n_mu)
+    return F / Fc
+
+
+def _flux_pair_eager(alpha_c, alpha_l, S, rho, rhox, n_mu: int):
+    tau_c = optical_depth(alpha_c, rho, rhox)
+    tau = optical_depth(alpha_c + alpha_l, rho, rhox)
+    return emergent_flux(tau, S, n_mu), emergent_flux(tau_c, S, n_mu)
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(fn):
+    """torch.compile'd ``fn`` (dynamic shapes), or ``fn`` when compilation is off/failed."""
+    from .line_absorption import _want_compile
+
+    if not _want_compile("auto") or _COMPILED.get("_disabled"):
+        return fn
+    if fn not in _COMPILED:
+        try:
+            _COMPILED[fn] = torch.compile(fn, dynamic=True)
+        except Exception:  # pragma: no cover - no compiler
+            _COMPILED["_disabled"] = True
+            return fn
+    return _COMPILED[fn]
+
+
+def _plain(*ts) -> bool:
+    """True when no tensor is a forward-AD dual number or a torch.func wrapper (the compiled
+    kernels take plain tensors only)."""
+    import torch.autograd.forward_ad as fwAD
+
+    for t in ts:
+        if torch._C._functorch.is_functorch_wrapped_tensor(t) or fwAD.unpack_dual(t).tangent is not None:
+            return False
+    return True
+
+
+def _call_compiled(fn, *args):
+    if not _plain(*(a for a in args if torch.is_tensor(a))):
+        return fn(*args)
+    comp = _compiled(fn)
+    if comp is fn:
+        return fn(*args)
+    try:
+        return comp(*args)
+    except Exception as err:  # pragma: no cover - compile failure
+        import warnings
+
+        warnings.warn(f"compiled radiative transfer failed ({type(err).__name__}: {err}); eager",
+                      stacklevel=3)
+        _COMPILED["_disabled"] = True
+        return fn(*args)
+
+
+def _flux_pair(alpha_c, alpha_l, S, rho, rhox, n_mu: int):
+    """(F, F_c) of one chunk (compiled when the inputs are plain tensors)."""
+    return _call_compiled(_flux_pair_eager, alpha_c, alpha_l, S, rho, rhox, n_mu)
+
+
+def _norm_flux(alpha_tot, alpha_c, S, rho_f, rhox_f, n_mu: int):
+    return _call_compiled(_norm_flux_eager, alpha_tot, alpha_c, S, rho_f, rhox_f, n_mu)
+
+
+def _interp_weights(x: torch.Tensor, xq: torch.Tensor):
+    idx = torch.searchsorted(x, xq).clamp(1, x.numel() - 1)
+    x0, x1 = x[idx - 1], x[idx]
+    return idx, ((xq - x0) / (x1 - x0)).clamp(0.0, 1.0)
+
 
 def _interp_last(values: torch.Tensor, x: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
     """Linear interpolation along the last axis of ``values`` from x (n,) to xq (m,)."""
-    idx = torch.searchsorted(x, xq).clamp(1, x.numel() - 1)
-    x0, x1 = x[idx - 1], x[idx]
-    t = ((xq - x0) / (x1 - x0)).clamp(0.0, 1.0)
+    idx, t = _interp_weights(x, xq)
     return values[..., idx - 1] * (1 - t) + values[..., idx] * t
