@@ -20,7 +20,18 @@ import numpy as np
 from phdlspec_app.io.airvac import air_to_vacuum, vacuum_to_air
 from phdlspec_app.physics.constants import amu, k_B
 
-__all__ = ["sme_normalized_spectrum", "sme_linelist_frame", "hydrogen_lines_for_sme"]
+__all__ = ["sme_normalized_spectrum", "sme_linelist_frame", "hydrogen_lines_for_sme", "sme_inputs"]
+
+
+def sme_inputs(synthesizer, labels):
+    """Our atmosphere (dict of numpy arrays) and A(X) (93,) for ``labels``: what SME is given."""
+    from phdlspec_app.physics import abundances
+
+    atm, _, _ = synthesizer.state(labels)
+    eps = abundances.number_fractions(labels).detach().numpy()
+    A = 12 + np.log10(np.where(eps > 0, eps, 1e-30))
+    A[0] = 0.0
+    return {k: getattr(atm, k).detach().numpy() for k in ("rhox", "T", "P", "ne")}, A
 
 _ROMAN = {"I": 1, "II": 2, "III": 3}
 

@@ -25,7 +25,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from phdlspec_app import labels as L  # noqa: E402
-from phdlspec_app.physics import abundances  # noqa: E402
 from phdlspec_app.physics.linelist import load_default_linelist  # noqa: E402
 from phdlspec_app.physics.lsf import degrade, lamost_wavelength  # noqa: E402
 from phdlspec_app.physics.synthesize import Synthesizer  # noqa: E402
@@ -40,7 +39,7 @@ DEFAULT_WINDOWS = [(3850, 3950), (4280, 4380), (5150, 5250), (5850, 5950), (6500
 
 
 def compare(star: str, window, linelist, hydrogen=True, resolution=300_000.0):
-    from sme_reference import sme_normalized_spectrum
+    from sme_reference import sme_inputs, sme_normalized_spectrum
 
     lab = torch.tensor(L.to_vector({**STARS[star], "vbroad": 0.0}), dtype=torch.float64)
     lo, hi = window
@@ -50,11 +49,7 @@ def compare(star: str, window, linelist, hydrogen=True, resolution=300_000.0):
     t0 = time.perf_counter()
     hr = syn.highres(lab)
     t_ours = time.perf_counter() - t0
-    atm, eos, vmic = syn.state(lab)
-    eps = abundances.number_fractions(lab).numpy()
-    A = 12 + np.log10(np.where(eps > 0, eps, 1e-30))
-    A[0] = 0.0
-    atm_np = {k: getattr(atm, k).detach().numpy() for k in ("rhox", "T", "P", "ne")}
+    atm_np, A = sme_inputs(syn, lab)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         cwd = os.getcwd()

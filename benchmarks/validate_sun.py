@@ -23,7 +23,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from phdlspec_app import labels as L  # noqa: E402
-from phdlspec_app.physics import abundances  # noqa: E402
 from phdlspec_app.physics.linelist import load_default_linelist  # noqa: E402
 from phdlspec_app.physics.lsf import degrade, lamost_wavelength  # noqa: E402
 from phdlspec_app.physics.synthesize import Synthesizer  # noqa: E402
@@ -42,7 +41,7 @@ def equivalent_widths(wl, flux):
 
 
 def main():
-    from sme_reference import sme_normalized_spectrum
+    from sme_reference import sme_inputs, sme_normalized_spectrum
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunk", type=float, default=500.0, help="SME segment width (A)")
@@ -58,11 +57,7 @@ def main():
     t0 = time.perf_counter()
     hr = syn.highres(lab)
     t_ours = time.perf_counter() - t0
-    atm, eos, vmic = syn.state(lab)
-    eps = abundances.number_fractions(lab).numpy()
-    A = 12 + np.log10(np.where(eps > 0, eps, 1e-30))
-    A[0] = 0.0
-    atm_np = {k: getattr(atm, k).detach().numpy() for k in ("rhox", "T", "P", "ne")}
+    atm_np, A = sme_inputs(syn, lab)
     waves, fluxes = [], []
     t0 = time.perf_counter()
     edges = np.arange(lo - 40, hi + 40 + args.chunk, args.chunk)
