@@ -80,7 +80,18 @@ def main():
     ap.add_argument("--atoms-only", action="store_true", help="drop molecular lines (SME gets atoms only anyway)")
     ap.add_argument("--no-hydrogen", action="store_true")
     ap.add_argument("--plot", help="folder for PNG overlays")
+    ap.add_argument("--no-level-dissolution", action="store_true",
+                    help="diagnostic: turn off Hummer-Mihalas occupation probabilities in the H lines and level "
+                         "dissolution in the H I bound-free continuum (what SME does)")
     args = ap.parse_args()
+    if args.no_level_dissolution:
+        import functools
+
+        import phdlspec_app.physics.continuum_absorption as CA
+        import phdlspec_app.physics.hydrogen_lines as H
+
+        H.hydrogen_line_absorption = functools.partial(H.hydrogen_line_absorption, use_mhd=False)
+        CA.hydrogen_bf = functools.partial(CA.hydrogen_bf, level_dissolution=False)
     ll = load_default_linelist()
     ll = ll[np.asarray(ll.Z) > 0]
     windows = [tuple(float(x) for x in w.split("-")) for w in args.windows.split(",")]
