@@ -12,11 +12,12 @@ Data are always read in place; nothing is ever copied into the repository.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 __all__ = ["ENV_VAR", "DataNotFoundError", "data_dir", "require_data_dir", "set_data_dir",
-           "physics_dir", "lamost_spectra_dir", "catalogs_dir", "repo_root", "assets_dir"]
+           "physics_dir", "lamost_spectra_dir", "catalogs_dir", "repo_root", "assets_dir", "sha256_file"]
 
 ENV_VAR = "PHDLSPEC_DATA"
 
@@ -99,3 +100,12 @@ def lamost_spectra_dir(explicit=None) -> Path:
 def catalogs_dir(explicit=None) -> Path:
     """``<data>/catalogs``: reference catalogs (benchmark stars, clusters, LASP labels)."""
     return _sub("catalogs", explicit=explicit)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (identifies data files in caches and manifests)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

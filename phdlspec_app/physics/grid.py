@@ -23,7 +23,6 @@ checksum matches the manifest.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -34,6 +33,7 @@ import numpy as np
 
 from .. import __version__
 from .. import labels as L
+from ..paths import sha256_file as _sha256
 
 __all__ = ["GridSpec", "sample_labels", "galactic_trend", "make_grid", "read_grid"]
 
@@ -104,14 +104,6 @@ def sample_labels(spec: GridSpec, n: int | None = None, offset: int = 0) -> np.n
     out[:, _IDX["vbroad"]] = 0.0
     out[:, _IDX["rv"]] = 0.0
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _data_checksums() -> dict[str, str]:

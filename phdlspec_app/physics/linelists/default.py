@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from ...paths import DataNotFoundError
+from ...paths import sha256_file as _sha256
 from .barklem import apply_barklem_abo, barklem_paths
 from .core import LineList
 from .kurucz import BASICATLAS_CH, BASICATLAS_MGH, read_kurucz_molecules
@@ -66,14 +67,6 @@ _FALLBACK = {"CH": BASICATLAS_CH, "MgH": BASICATLAS_MGH}
 def cache_dir() -> Path:
     """``$PHDLSPEC_CACHE`` or ``~/.cache/phdlspec`` (created on demand)."""
     return Path(os.environ.get("PHDLSPEC_CACHE") or Path.home() / ".cache" / "phdlspec")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _WARNED: set[str] = set()
