@@ -244,7 +244,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="localhost", help="address to listen on (default localhost)")
     p.add_argument("--no-show", action="store_true", help="do not open a browser")
     p.set_defaults(func=_cmd_serve)
+
+    # The emulator, fitting and calibration layers each define their own subcommands in a
+    # ``command`` module with ``add_parsers(sub)`` (heavy imports stay inside the handlers).
+    import importlib
+
+    for mod in _COMMAND_MODULES:
+        importlib.import_module(mod).add_parsers(sub)
     return parser
+
+
+_COMMAND_MODULES: tuple[str, ...] = (
+    "phdlspec_app.emulator.command",      # train
+    "phdlspec_app.fitting.command",       # fit, fit-batch
+    "phdlspec_app.calibration.command",   # calibrate
+)
 
 
 def main(argv=None) -> int:

@@ -61,3 +61,13 @@ def test_make_grid_writes_shards_manifest_and_resumes(tmp_path, shared_dir):
     with pytest.raises(ValueError, match="different grid"):
         make_grid(tmp_path, GridSpec(n=3, n_reference=1, shard_size=2, wl_range=(5160.0, 5200.0)),
                   resume=True, progress=False)
+
+
+def test_training_and_reference_shards_are_interleaved(tmp_path):
+    from phdlspec_app.physics.grid import _plan_jobs
+
+    spec = GridSpec(n=6, n_reference=2, shard_size=2)
+    jobs = _plan_jobs(spec, sample_labels(spec), sample_labels(spec, 2), tmp_path, {})
+    assert [name for _, name, _ in jobs] == ["shard_00000.npz", "reference_00000.npz", "shard_00001.npz",
+                                            "reference_00001.npz", "shard_00002.npz"]
+    assert [len(lab) for *_, lab in jobs] == [2, 1, 2, 1, 2]

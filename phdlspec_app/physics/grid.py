@@ -156,15 +156,7 @@ def make_grid(out_dir, spec: GridSpec = GridSpec(), resume: bool = False, worker
     old = json.loads(manifest_path.read_text()) if (resume and manifest_path.exists()) else {}
     if old and old.get("spec") != _jsonable(asdict(spec)):
         raise ValueError(f"{manifest_path}: --resume with a different grid specification")
-    jobs = []
-    for kind, lab in (("shard", labels), ("reference", ref_labels)):
-        size = spec.shard_size if kind == "shard" else max(1, spec.shard_size // 5)
-        for k, start in enumerate(range(0, len(lab), size)):
-            name = f"{kind}_{k:05d}.npz"
-            rec = (old.get("files") or {}).get(name)
-            if rec and (out / name).exists() and _sha256(out / name) == rec["sha256"]:
-                continue
-            jobs.append((kind, name, lab[start:start + size]))
+    jobs = _plan_jobs(spec, labels, ref_labels, out, old.get("files") or {})
     manifest = {
         "format": "phdlspec-grid", "version": 1, "engine_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -203,6 +195,25 @@ def make_grid(out_dir, spec: GridSpec = GridSpec(), resume: bool = False, worker
         bar.close()
     _write_manifest(manifest_path, manifest)
     return manifest_path
+
+
+def _plan_jobs(spec: GridSpec, labels, ref_labels, out: Path, done: dict) -> list:
+    """The shards still to synthesize, as (kind, file name, labels), in run order.
+
+    Training and reference shards are interleaved in proportion (each job is keyed by its
+    fractional position in its own sequence), so that a grid stopped part-way is still a
+    balanced, usable training set. Shards whose file matches ``done``'s sha256 are skipped."""
+    keyed = []
+    for kind, lab in (("shard", labels), ("reference", ref_labels)):
+        size = spec.shard_size if kind == "shard" else max(1, spec.shard_size // 5)
+        starts = range(0, len(lab), size)
+        for k, start in enumerate(starts):
+            name = f"{kind}_{k:05d}.npz"
+            rec = done.get(name)
+            if rec and (out / name).exists() and _sha256(out / name) == rec["sha256"]:
+                continue
+            keyed.append(((k + 0.5) / len(starts), kind != "shard", (kind, name, lab[start:start + size])))
+    return [job for *_, job in sorted(keyed, key=lambda t: t[:2])]
 
 
 def _init_worker():
