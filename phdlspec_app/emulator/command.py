@@ -1,6 +1,59 @@
-"""Subcommands of the emulator layer for the ``phdlspec`` entry point (see ``phdlspec_app.cli``)."""
+"""``phdlspec train``: train the emulator on a grid from ``phdlspec grid``."""
 from __future__ import annotations
+
+import json
+import sys
+
+_DESCRIPTION = """\
+Train the PhDLspec transformer on ab initio spectra from `phdlspec grid`, with the
+engine's differential spectra as a gradient-matching prior (see docs/emulator.md).
+Every 11th spectrum and reference point of the grid is held out, never trained on.
+Checkpoints go to OUTPUT.train/ every --checkpoint-every epochs; --resume continues.
+"""
+_EPILOG = """\
+Examples:
+  phdlspec train --grid grid/ -o assets/emulator/phdlspec_default.safetensors
+  phdlspec train --grid grid/ -o noprior.safetensors --grad-weight 0 --max-train 1000
+  phdlspec train --grid grid/ -o model.safetensors --resume
+"""
 
 
 def add_parsers(sub) -> None:
-    """Register this layer's subcommands on the argparse sub-parsers object ``sub``."""
+    """Register ``train``."""
+    import argparse
+
+    p = sub.add_parser("train", help="train the emulator on a grid (physics-prior gradient matching)",
+                       description=_DESCRIPTION, epilog=_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid", required=True, help="grid folder written by `phdlspec grid` (or its float16 copy)")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--grad-weight", type=float, default=1.0,
+                   help="weight λ of the gradient-matching term (0: no physical prior)")
+    p.add_argument("--max-train", type=int, help="train on the first N training spectra only")
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--seed", type=int, default=2604)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--checkpoint-every", type=int, default=10)
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT.train/checkpoint.pt")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from .train import TrainConfig, load_training_set, train
+
+    try:
+        data = load_training_set(args.grid)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"error: {args.grid}: cannot read the grid ({exc})", file=sys.stderr)
+        return 2
+    cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, grad_weight=args.grad_weight,
+                      seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every,
+                      max_train=args.max_train, network={"d_model": args.d_model})
+    emu = train(data, args.output, cfg, resume=args.resume)
+    print(json.dumps({"model": args.output, **emu.card["training"]["source"],
+                      "n_train_spectra": emu.card["training"]["n_train_spectra"],
+                      "final_loss_flux": emu.card["training"]["final_loss_flux"]}))
+    return 0

@@ -35,7 +35,7 @@ from .. import __version__
 from .. import labels as L
 from ..paths import sha256_file as _sha256
 
-__all__ = ["GridSpec", "sample_labels", "galactic_trend", "make_grid", "read_grid"]
+__all__ = ["GridSpec", "sample_labels", "galactic_trend", "logg_envelope", "make_grid", "read_grid"]
 
 _IDX = {n: i for i, n in enumerate(L.label_names())}
 _ALPHA_LIKE = {"o_fe": 0.5, "mg_fe": 0.4, "si_fe": 0.35, "ca_fe": 0.3, "ti_fe": 0.3, "eu_fe": 0.4, "sc_fe": 0.15}
@@ -72,7 +72,8 @@ def galactic_trend(fe_h: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _logg_envelope(teff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def logg_envelope(teff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower (red-giant branch) and upper (main sequence) log g (dex) of the grid at ``teff`` (K)."""
     lo = np.where(teff <= 5200.0, 1.0 + (teff - 4000.0) * (2.5 / 1200.0),
                   3.5 - (teff - 5200.0) * (0.1 / 1800.0))
     hi = 4.75 - (teff - 4000.0) * (0.65 / 3000.0)
@@ -93,7 +94,7 @@ def sample_labels(spec: GridSpec, n: int | None = None, offset: int = 0) -> np.n
     u = sob.random(n)
     out = np.tile(L.defaults(), (n, 1))
     teff = spec.teff[0] + u[:, 0] * (spec.teff[1] - spec.teff[0])
-    lo, hi = _logg_envelope(teff)
+    lo, hi = logg_envelope(teff)
     out[:, _IDX["teff"]] = teff
     out[:, _IDX["logg"]] = lo + u[:, 1] * (hi - lo)
     out[:, _IDX["fe_h"]] = spec.fe_h[0] + u[:, 2] * (spec.fe_h[1] - spec.fe_h[0])

@@ -1,0 +1,80 @@
+"""domain: where the emulator was trained, and how far a label vector is outside it.
+
+The training domain is the one ``physics.grid.sample_labels`` draws from (stored in the
+model file with the grid's specification): Teff and [Fe/H] and vmic boxes, log g between
+the HR-diagram envelope of the grid, each [X/Fe] within ±``xfe_halfwidth`` of the
+Galactic-trend prior at the star's [Fe/H]. ``vbroad`` and ``rv`` are applied analytically
+and are valid over the schema's whole range. A small tolerance (``tol``, in units of each
+label's full training width) absorbs float round-off at the edges.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .. import labels as L
+from ..physics.grid import GridSpec, logg_envelope, galactic_trend
+
+__all__ = ["TrainingDomain"]
+
+_IDX = {n: i for i, n in enumerate(L.label_names())}
+
+
+@dataclass
+class TrainingDomain:
+    """The training domain (units: K, dex, km/s)."""
+
+    teff: tuple[float, float] = (4000.0, 7000.0)
+    fe_h: tuple[float, float] = (-2.5, 0.5)
+    vmic: tuple[float, float] = (0.5, 2.5)
+    xfe_halfwidth: float = 0.5
+    tol: float = 0.01
+
+    @classmethod
+    def from_grid_spec(cls, spec: dict | GridSpec) -> "TrainingDomain":
+        d = asdict(spec) if isinstance(spec, GridSpec) else dict(spec)
+        return cls(teff=tuple(d["teff"]), fe_h=tuple(d["fe_h"]), vmic=tuple(d["vmic"]),
+                   xfe_halfwidth=float(d["xfe_halfwidth"]))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def violations(self, labels) -> list[list[str]]:
+        """For each row of (N, 32) labels, the names of the labels outside the domain."""
+        x = np.atleast_2d(np.asarray(labels, dtype=float))
+        bad = self._mask(x)
+        names = L.label_names()
+        return [[names[j] for j in np.nonzero(row)[0]] for row in bad]
+
+    def contains(self, labels) -> np.ndarray:
+        """(N,) bool: every label of the row inside the domain."""
+        x = np.atleast_2d(np.asarray(labels, dtype=float))
+        return ~self._mask(x).any(axis=1)
+
+    def _mask(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[-1] != len(L.LABELS):
+            raise ValueError(f"expected label vectors of length {len(L.LABELS)}, got shape {x.shape}")
+        bad = ~np.isfinite(x)
+
+        def box(name, lo, hi):
+            j = _IDX[name]
+            t = self.tol * (hi - lo)
+            bad[:, j] |= (x[:, j] < lo - t) | (x[:, j] > hi + t)
+
+        box("teff", *self.teff)
+        box("fe_h", *self.fe_h)
+        box("vmic", *self.vmic)
+        for name in ("vbroad", "rv"):
+            lab = L.get_label(name)
+            box(name, lab.lo, lab.hi)
+        lo, hi = logg_envelope(np.clip(x[:, _IDX["teff"]], *self.teff))
+        j = _IDX["logg"]
+        t = self.tol * 4.0
+        bad[:, j] |= (x[:, j] < lo - t) | (x[:, j] > hi + t)
+        trend = galactic_trend(np.clip(x[:, _IDX["fe_h"]], *self.fe_h))
+        t = self.tol * 2 * self.xfe_halfwidth
+        for name, centre in trend.items():
+            j = _IDX[name]
+            bad[:, j] |= np.abs(x[:, j] - centre) > self.xfe_halfwidth + t
+        return bad

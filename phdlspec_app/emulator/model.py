@@ -1,0 +1,206 @@
+"""model: the emulator object the fitter and the app use, and its file format.
+
+``load_emulator()`` returns an :class:`Emulator`: a :class:`~.network.SpectrumTransformer`
+with its input scaling (from the schema's ranges), the per-pixel flux standardization,
+the training domain, and the analytic ``vbroad``/``rv`` step.
+
+File format (``phdlspec-emulator-v1``): one safetensors file — the network weights and
+the arrays ``flux_mean``, ``flux_std``, ``wavelength`` — whose string metadata holds the
+network configuration, the training domain and the model card's numbers as JSON. It is
+read with ``safetensors`` (no pickle).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import labels as L
+from ..paths import assets_dir
+from .broadening import broaden_and_shift
+from .domain import TrainingDomain
+from .network import SpectrumTransformer
+
+__all__ = ["Emulator", "load_emulator", "default_model_path", "EmulatorFileError", "INPUT_LABELS",
+           "FORMAT"]
+
+FORMAT = "phdlspec-emulator-v1"
+#: the labels the network sees, in schema order (vbroad and rv are applied analytically)
+INPUT_LABELS: tuple[str, ...] = tuple(n for n in L.label_names() if n not in ("vbroad", "rv"))
+_ALL = L.label_names()
+_IN_IDX = [_ALL.index(n) for n in INPUT_LABELS]
+_LO = np.array([L.get_label(n).lo for n in INPUT_LABELS])
+_HI = np.array([L.get_label(n).hi for n in INPUT_LABELS])
+
+
+class EmulatorFileError(ValueError):
+    """A model file that is missing, of another format, or inconsistent."""
+
+
+def default_model_path() -> Path:
+    """``$PHDLSPEC_EMULATOR`` if set, else ``assets/emulator/phdlspec_default.safetensors``."""
+    env = os.environ.get("PHDLSPEC_EMULATOR")
+    return Path(env) if env else assets_dir() / "emulator" / "phdlspec_default.safetensors"
+
+
+def _pick_device(device) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Emulator:
+    """Normalized flux on the LAMOST grid for the 32 labels of the schema.
+
+    Attributes
+    ----------
+    wavelength : (3909,) vacuum Angstrom
+    label_names : the 32 schema labels, in order
+    resolution : resolving power of the Gaussian LSF of the output (before ``vbroad``)
+    domain : :class:`TrainingDomain`
+    card : dict, the model card (training grid, loss, metrics)
+
+    Calling it on (N, 32) or (32,) labels (K, dex, km/s) returns (N, 3909) or (3909,)
+    normalized flux: numpy in → numpy float64 out; torch in → torch out on ``device``,
+    differentiable. ``vbroad`` (Gaussian FWHM, km/s) and ``rv`` (km/s) are applied after
+    the network, analytically (``broadening``).
+    """
+
+    def __init__(self, net: SpectrumTransformer, flux_mean, flux_std, wavelength, domain: TrainingDomain,
+                 resolution: float = 1800.0, card: dict | None = None, device="auto"):
+        self.device = _pick_device(device)
+        self.net = net.to(self.device).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.flux_mean = torch.as_tensor(flux_mean, dtype=torch.float32, device=self.device)
+        self.flux_std = torch.as_tensor(flux_std, dtype=torch.float32, device=self.device)
+        self.wavelength = np.asarray(wavelength, dtype=float)
+        self.label_names = list(_ALL)
+        self.input_labels = list(INPUT_LABELS)
+        self.domain = domain
+        self.resolution = float(resolution)
+        self.card = dict(card or {})
+        self._lo = torch.as_tensor(_LO, dtype=torch.float32, device=self.device)
+        self._hi = torch.as_tensor(_HI, dtype=torch.float32, device=self.device)
+        self._in_idx = torch.as_tensor(_IN_IDX, device=self.device)
+
+    # --- scaling ---------------------------------------------------------------------
+    def scale(self, labels: torch.Tensor) -> torch.Tensor:
+        """(N, 32) physical labels → (N, 30) network inputs in [-1, 1] (schema ranges)."""
+        x = labels.index_select(-1, self._in_idx)
+        return 2.0 * (x - self._lo) / (self._hi - self._lo) - 1.0
+
+    def flux_unbroadened(self, labels: torch.Tensor) -> torch.Tensor:
+        """(N, 32) labels (torch, float32, on ``device``) → (N, 3909) flux at R = 1800,
+        vbroad = 0, rv = 0."""
+        return self.flux_mean + self.flux_std * self.net(self.scale(labels))
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        """The full model on a (N, 32) float32 tensor on ``device``; differentiable."""
+        f = self.flux_unbroadened(labels)
+        return broaden_and_shift(f, labels[:, L.label_names().index("vbroad")],
+                                 labels[:, L.label_names().index("rv")])
+
+    # --- public API ------------------------------------------------------------------
+    def _as_batch(self, labels):
+        is_np = not isinstance(labels, torch.Tensor)
+        t = torch.as_tensor(np.asarray(labels, dtype=np.float32) if is_np else labels)
+        t = t.to(device=self.device, dtype=torch.float32)
+        single = t.dim() == 1
+        if single:
+            t = t[None]
+        if t.dim() != 2 or t.shape[-1] != len(_ALL):
+            raise ValueError(f"labels must have shape (N, {len(_ALL)}) or ({len(_ALL)},), got {tuple(t.shape)}")
+        return t, is_np, single
+
+    def __call__(self, labels):
+        t, is_np, single = self._as_batch(labels)
+        if is_np or not t.requires_grad:
+            with torch.no_grad():
+                out = self.forward(t)
+        else:
+            out = self.forward(t)
+        out = out[0] if single else out
+        return out.double().cpu().numpy() if is_np else out
+
+    def jacobian(self, labels):
+        """(N, 32, 3909) d flux / d label, per unit of each label (K, dex, km/s), by
+        forward-mode automatic differentiation (one tangent per label)."""
+        from torch.func import jacfwd, vmap
+
+        t, is_np, single = self._as_batch(labels)
+        with torch.no_grad():
+            jac = vmap(jacfwd(lambda row: self.forward(row[None])[0]))(t)   # (N, 3909, 32)
+        jac = jac.transpose(1, 2)
+        jac = jac[0] if single else jac
+        return jac.double().cpu().numpy() if is_np else jac
+
+    def in_domain(self, labels) -> np.ndarray:
+        """(N,) bool (a Python bool for one label vector): inside the training domain."""
+        x = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels, float)
+        ok = self.domain.contains(x)
+        return bool(ok[0]) if x.ndim == 1 else ok
+
+    def domain_violations(self, labels) -> list[list[str]]:
+        """Per row, the names of the labels outside the training domain."""
+        x = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels, float)
+        return self.domain.violations(x)
+
+    # --- persistence -----------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write the model (safetensors, written to a temporary file then renamed)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        tensors["flux_mean"] = self.flux_mean.cpu()
+        tensors["flux_std"] = self.flux_std.cpu()
+        tensors["wavelength"] = torch.as_tensor(self.wavelength, dtype=torch.float64)
+        meta = {"format": FORMAT, "config": json.dumps(self.net.config),
+                "input_labels": json.dumps(self.input_labels), "domain": json.dumps(self.domain.to_dict()),
+                "resolution": repr(self.resolution), "card": json.dumps(self.card)}
+        tmp = path.with_name(f".{path.name}.part")
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path, device="auto") -> "Emulator":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise EmulatorFileError(f"{path}: no such emulator file")
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise EmulatorFileError(f"{path}: not a readable safetensors file ({exc})") from exc
+        if meta.get("format") != FORMAT:
+            raise EmulatorFileError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        if json.loads(meta["input_labels"]) != list(INPUT_LABELS):
+            raise EmulatorFileError(f"{path}: trained on other labels than this schema's")
+        net = SpectrumTransformer(**json.loads(meta["config"]))
+        state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise EmulatorFileError(f"{path}: weights do not match the configuration ({exc})") from exc
+        return cls(net, tensors["flux_mean"], tensors["flux_std"], tensors["wavelength"].numpy(),
+                   TrainingDomain(**{k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in json.loads(meta["domain"]).items()}),
+                   resolution=float(meta.get("resolution", 1800.0)), card=json.loads(meta.get("card", "{}")),
+                   device=device)
+
+
+def load_emulator(path=None, device="auto") -> Emulator:
+    """The default emulator (``assets/emulator/``, or ``$PHDLSPEC_EMULATOR``), or the one at
+    ``path``. ``device``: "auto" (CUDA when present, else CPU), "cpu", "cuda"."""
+    return Emulator.load(default_model_path() if path is None else path, device=device)

@@ -1,0 +1,262 @@
+"""train: fit the transformer to the ab initio grid, with the differential spectra as a prior.
+
+Loss (per optimizer step; flux in units of ``FLUX_UNIT`` = 1 % of the continuum)::
+
+    L = mean_{batch, pixels} (f_emu(x) − f_grid)² / FLUX_UNIT²
+      + λ · mean_{ref, probes, pixels} (J_emu(x_ref) v − J_engine(x_ref) v)² / FLUX_UNIT²
+
+The second term is the physical prior: at the reference points the engine's
+differential spectra J = d flux / d label (teff, logg, vmic, [Fe/H] and the 26 [X/Fe],
+by forward-mode AD through the synthesis) must be matched by the emulator's own
+derivatives. Matching the full 3909 × 30 Jacobian every step would cost 30 forward-mode
+passes; instead each step draws ``n_probes`` random directions v ~ N(0, I) in the
+network's scaled input space and matches the directional derivatives J v (one
+``torch.func.jvp`` each). Since E[|A v|²] = |A|²_F for such v, this is an unbiased
+estimate of the full Frobenius gradient-matching loss. Derivatives are compared in
+scaled units (per half the schema range of each label), so that Teff (per K) and the
+abundances (per dex) enter on a common footing.
+
+Held-out split: every 11th spectrum of the grid (index % 11 == 10) and every 11th
+reference point are never trained on; they are what the accuracy and gradient-fidelity
+bars are measured on.
+
+Reproducible: fixed seed, deterministic order; checkpoints (``checkpoint.pt``, a dict of
+tensors and numbers, loaded with ``weights_only=True``) every ``checkpoint_every`` epochs
+and resumable.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import labels as L
+from .domain import TrainingDomain
+from .model import INPUT_LABELS, Emulator
+from .network import SpectrumTransformer
+
+__all__ = ["TrainConfig", "TrainingSet", "load_training_set", "train", "split_heldout", "FLUX_UNIT"]
+
+FLUX_UNIT = 0.01
+_ALL = L.label_names()
+
+
+@dataclass
+class TrainConfig:
+    """Training settings. ``epochs`` passes over the training spectra; ``batch`` spectra
+    per step; ``grad_weight`` is λ; ``n_probes`` random directions per reference point."""
+
+    epochs: int = 300
+    batch: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    grad_weight: float = 1.0
+    n_probes: int = 2
+    ref_batch: int = 16
+    seed: int = 2604
+    device: str = "auto"
+    checkpoint_every: int = 10
+    network: dict = field(default_factory=dict)
+    max_train: int | None = None   # use only the first N training spectra (ablation)
+
+
+@dataclass
+class TrainingSet:
+    """Arrays in schema order: labels (N, 32), flux (N, W); reference points:
+    ref_labels (M, 32), ref_flux (M, W), jacobian (M, 30, W) in INPUT_LABELS order."""
+
+    labels: np.ndarray
+    flux: np.ndarray
+    wavelength: np.ndarray
+    ref_labels: np.ndarray
+    ref_flux: np.ndarray
+    jacobian: np.ndarray
+    domain: TrainingDomain
+    source: dict
+
+
+def split_heldout(n: int) -> np.ndarray:
+    """(n,) bool: the held-out members (index % 11 == 10) — stable as a grid grows."""
+    return (np.arange(n) % 11) == 10
+
+
+def load_training_set(grid_dir, heldout: bool = False) -> TrainingSet:
+    """The training (or, with ``heldout``, the held-out) part of a grid folder written by
+    ``phdlspec grid`` (or its committed float16 copy)."""
+    from ..physics.grid import read_grid
+
+    g = read_grid(grid_dir)
+    if "labels" not in g:
+        raise ValueError(f"{grid_dir}: the grid has no training shards yet")
+    sel = split_heldout(len(g["labels"])) == heldout
+    if "jacobian" in g:
+        rsel = split_heldout(len(g["ref_labels"])) == heldout
+        order = [g["wrt"].index(n) for n in INPUT_LABELS]
+        jac = g["jacobian"][rsel][:, order]
+        ref_labels, ref_flux = g["ref_labels"][rsel], g["ref_flux"][rsel]
+    else:
+        W = g["flux"].shape[1]
+        jac = np.zeros((0, len(INPUT_LABELS), W), np.float32)
+        ref_labels, ref_flux = np.zeros((0, len(_ALL))), np.zeros((0, W), np.float32)
+    spec = g["manifest"]["spec"]
+    return TrainingSet(labels=g["labels"][sel], flux=g["flux"][sel], wavelength=g["wavelength"],
+                       ref_labels=ref_labels, ref_flux=ref_flux, jacobian=jac,
+                       domain=TrainingDomain.from_grid_spec(spec),
+                       source={"grid": str(grid_dir), "engine_version": g["manifest"].get("engine_version"),
+                               "n_grid": int(len(g["labels"]))})
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _jac_scale() -> np.ndarray:
+    """d(physical label)/d(scaled input) for the INPUT_LABELS: half the schema range."""
+    return np.array([(L.get_label(n).hi - L.get_label(n).lo) / 2.0 for n in INPUT_LABELS])
+
+
+def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), workdir=None, resume: bool = False,
+          progress: bool = True, log=None) -> Emulator:
+    """Train an emulator on ``data`` and save it to ``out_path`` (safetensors).
+
+    ``workdir`` (default: beside ``out_path``) holds ``checkpoint.pt`` and
+    ``history.json``; with ``resume`` training continues from the checkpoint.
+    Returns the trained :class:`Emulator`.
+    """
+    out_path = Path(out_path)
+    workdir = Path(workdir) if workdir else out_path.with_suffix(".train")
+    workdir.mkdir(parents=True, exist_ok=True)
+    dev = _device(config.device)
+    torch.manual_seed(config.seed)     # the network's initial weights
+
+    labels, flux = data.labels, data.flux
+    if config.max_train is not None:
+        labels, flux = labels[: config.max_train], flux[: config.max_train]
+    # the reference points' spectra are ab initio spectra too: train on them
+    all_labels = np.concatenate([labels, data.ref_labels]).astype(np.float32)
+    all_flux = np.concatenate([flux, data.ref_flux]).astype(np.float32)
+    n_train = len(all_labels)
+    if n_train < 2:
+        raise ValueError("need at least 2 training spectra")
+    mean = all_flux.mean(0)
+    std = np.maximum(all_flux.std(0), 1e-3)
+    net = SpectrumTransformer(n_labels=len(INPUT_LABELS), n_pix=all_flux.shape[1], **config.network)
+    emu = Emulator(net, mean, std, data.wavelength, data.domain, device=dev)
+    for p in emu.net.parameters():
+        p.requires_grad_(True)
+    emu.net.train()
+
+    X = torch.as_tensor(all_labels, device=dev)
+    Y = torch.as_tensor(all_flux, device=dev)
+    use_grad = config.grad_weight > 0 and len(data.ref_labels) > 0
+    if use_grad:
+        XR = torch.as_tensor(data.ref_labels.astype(np.float32), device=dev)
+        JR = torch.as_tensor((data.jacobian * _jac_scale()[None, :, None]).astype(np.float32), device=dev)
+
+    opt = torch.optim.AdamW(emu.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(n_train / config.batch)
+    total = config.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.05)
+    start_epoch, history = 0, []
+    ckpt = workdir / "checkpoint.pt"
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        emu.net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start_epoch = int(state["epoch"])
+        hist_path = workdir / "history.json"
+        history = json.loads(hist_path.read_text()) if hist_path.exists() else []
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.epochs, initial=start_epoch, desc="train", unit="epoch")
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs):
+        # every epoch draws from its own seeded streams, so a resumed run is identical
+        # to an uninterrupted one
+        rng = np.random.default_rng([config.seed, epoch])
+        torch.manual_seed(config.seed * 100003 + epoch)
+        perm = torch.as_tensor(rng.permutation(n_train), device=dev)
+        sums = np.zeros(2)
+        for s in range(steps_per_epoch):
+            idx = perm[s * config.batch:(s + 1) * config.batch]
+            pred = emu.flux_unbroadened(X[idx])
+            loss_f = ((pred - Y[idx]) ** 2).mean() / FLUX_UNIT ** 2
+            loss = loss_f
+            if use_grad:
+                loss_g = _gradient_loss(emu, XR, JR, config, rng)
+                loss = loss + config.grad_weight * loss_g
+                sums[1] += loss_g.item()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(emu.net.parameters(), 10.0)
+            opt.step()
+            sched.step()
+            sums[0] += loss_f.item()
+        rec = {"epoch": epoch + 1, "loss_flux": sums[0] / steps_per_epoch,
+               "loss_grad": sums[1] / steps_per_epoch if use_grad else None,
+               "seconds": time.perf_counter() - t0}
+        history.append(rec)
+        if bar:
+            bar.update(1)
+            bar.set_postfix(flux=f"{rec['loss_flux']:.3g}", grad=f"{rec['loss_grad'] or 0:.3g}")
+        if log:
+            log(rec)
+        if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+            _atomic_torch_save({"net": emu.net.state_dict(), "opt": opt.state_dict(),
+                                "sched": sched.state_dict(), "epoch": epoch + 1}, ckpt)
+            _atomic_write(workdir / "history.json", json.dumps(history, indent=1))
+    if bar:
+        bar.close()
+    emu.net.eval()
+    for p in emu.net.parameters():
+        p.requires_grad_(False)
+    emu.card = {"training": {"config": asdict(config), "n_train_spectra": int(len(labels)),
+                             "n_reference": int(len(data.ref_labels)), "source": data.source,
+                             "final_loss_flux": history[-1]["loss_flux"] if history else None,
+                             "final_loss_grad": history[-1]["loss_grad"] if history else None,
+                             "device": str(dev), "torch": torch.__version__,
+                             "threads": torch.get_num_threads(),
+                             "seconds": sum(h["seconds"] for h in history[-1:])}}
+    emu.save(out_path)
+    return emu
+
+
+def _gradient_loss(emu: Emulator, XR, JR, config: TrainConfig, rng) -> torch.Tensor:
+    """Random-probe estimate of the gradient-matching term (see the module docstring)."""
+    from torch.func import jvp
+
+    m = min(config.ref_batch, len(XR))
+    idx = torch.as_tensor(rng.choice(len(XR), size=m, replace=False), device=XR.device)
+    x = emu.scale(XR[idx])
+    jr = JR[idx]                                           # (m, 30, W) per scaled unit
+    total = 0.0
+    for _ in range(config.n_probes):
+        v = torch.randn_like(x)
+        _, jv = jvp(lambda s: emu.flux_std * emu.net(s), (x,), (v,))
+        target = torch.einsum("mkw,mk->mw", jr, v)
+        total = total + ((jv - target) ** 2).mean()
+    return total / config.n_probes / FLUX_UNIT ** 2
+
+
+def _atomic_write(path: Path, text: str):
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_torch_save(obj, path: Path):
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

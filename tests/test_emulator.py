@@ -1,0 +1,232 @@
+"""The emulator: analytic broadening, domain, file format, Jacobian, gradient term, training."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from phdlspec_app import labels as L
+from phdlspec_app.emulator import Emulator, EmulatorFileError, load_emulator
+from phdlspec_app.emulator.broadening import DLNLAM, broaden_and_shift
+from phdlspec_app.emulator.domain import TrainingDomain
+from phdlspec_app.emulator.model import INPUT_LABELS
+from phdlspec_app.emulator.network import SpectrumTransformer
+from phdlspec_app.emulator.train import TrainConfig, TrainingSet, _gradient_loss, split_heldout, train
+from phdlspec_app.physics.constants import c_kms
+from phdlspec_app.physics.grid import GridSpec, sample_labels
+from phdlspec_app.physics.lsf import lamost_wavelength
+
+IDX = {n: i for i, n in enumerate(L.label_names())}
+SIGMA_1800 = c_kms / 1800 / (2 * math.sqrt(2 * math.log(2))) / (c_kms * DLNLAM)  # R=1800 LSF sigma, pixels
+
+
+def _line(n=400, centre=200.3, sigma=SIGMA_1800, depth=0.4):
+    x = np.arange(n, dtype=np.float64)
+    return torch.as_tensor(1 - depth * np.exp(-0.5 * ((x - centre) / sigma) ** 2))[None]
+
+
+def _moments(flux):
+    a = (1 - flux[0]).numpy()
+    x = np.arange(a.size)
+    c = (a * x).sum() / a.sum()
+    return a.sum(), c, math.sqrt((a * (x - c) ** 2).sum() / a.sum())
+
+
+def test_vbroad_composes_gaussians_and_keeps_the_equivalent_width():
+    f = _line()
+    vb = 150.0
+    out = broaden_and_shift(f, torch.tensor([vb], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64))
+    area0, c0, s0 = _moments(f)
+    area, c, s = _moments(out)
+    expected = math.hypot(s0, vb / (2 * math.sqrt(2 * math.log(2))) / (c_kms * DLNLAM))
+    assert area == pytest.approx(area0, rel=1e-6)
+    assert c == pytest.approx(c0, abs=1e-6)
+    assert s == pytest.approx(expected, rel=1e-3)
+    # a flat spectrum stays flat, edges included
+    flat = broaden_and_shift(torch.ones(1, 300, dtype=torch.float64), torch.tensor([80.0]), torch.tensor([300.0]))
+    assert torch.allclose(flat, torch.ones_like(flat), atol=1e-12)
+
+
+def test_rv_shifts_by_the_doppler_formula():
+    f = _line()
+    rv = 123.4
+    out = broaden_and_shift(f, torch.tensor([0.0], dtype=torch.float64), torch.tensor([rv], dtype=torch.float64))
+    _, c0, _ = _moments(f)
+    _, c, _ = _moments(out)
+    assert c - c0 == pytest.approx(math.log1p(rv / c_kms) / DLNLAM, abs=2e-3)   # 1.79 px
+
+
+def test_broadening_is_differentiable_in_vbroad_and_rv():
+    f = _line()
+    p = torch.tensor([30.0, 40.0], dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda q: broaden_and_shift(f, q[:1], q[1:]), (p,))
+
+
+def test_domain_accepts_the_grid_and_names_what_is_outside():
+    dom = TrainingDomain()
+    lab = sample_labels(GridSpec(n=64))
+    assert dom.contains(lab).all()
+    bad = lab[:4].copy()
+    bad[0, IDX["teff"]] = 3600.0
+    bad[1, IDX["logg"]] = 1.0            # a 1.0 dex "giant" at ~5000-7000 K: below the grid's RGB
+    bad[1, IDX["teff"]] = 6500.0
+    bad[2, IDX["mg_fe"]] = bad[2, IDX["mg_fe"]] + 1.2
+    bad[3, IDX["rv"]] = 900.0
+    assert not dom.contains(bad).any()
+    v = dom.violations(bad)
+    assert v[0] == ["teff"] and v[1] == ["logg"] and v[2] == ["mg_fe"] and v[3] == ["rv"]
+    with pytest.raises(ValueError, match="length 32"):
+        dom.contains(np.zeros((2, 5)))
+
+
+def _tiny_emulator(n_pix=200, seed=0):
+    torch.manual_seed(seed)
+    net = SpectrumTransformer(n_labels=len(INPUT_LABELS), n_pix=n_pix, d_model=16, n_heads=2, n_encoder=1,
+                              n_decoder=1, patch=32)
+    with torch.no_grad():
+        net.linear.weight.normal_(0, 0.3)
+    wl = lamost_wavelength()[1000:1000 + n_pix]
+    return Emulator(net, np.full(n_pix, 0.9), np.full(n_pix, 0.05), wl, TrainingDomain(), device="cpu")
+
+
+def test_save_load_round_trip_is_exact_and_bad_files_are_named(tmp_path):
+    emu = _tiny_emulator()
+    lab = sample_labels(GridSpec(n=4))
+    path = emu.save(tmp_path / "m.safetensors")
+    emu2 = load_emulator(path, device="cpu")
+    np.testing.assert_array_equal(emu(lab), emu2(lab))
+    assert emu2.label_names == L.label_names() and emu2.wavelength.shape == (200,)
+    assert emu(lab[0]).shape == (200,) and emu(lab).dtype == np.float64
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model at all")
+    with pytest.raises(EmulatorFileError, match="bad.safetensors"):
+        load_emulator(bad)
+    with pytest.raises(EmulatorFileError, match="no such"):
+        load_emulator(tmp_path / "absent.safetensors")
+    with pytest.raises(ValueError, match="shape"):
+        emu(np.zeros((3, 30)))
+
+
+def test_jacobian_matches_finite_differences():
+    emu = _tiny_emulator()
+    lab = sample_labels(GridSpec(n=2))
+    lab[:, IDX["vbroad"]] = 20.0
+    jac = emu.jacobian(lab)
+    assert jac.shape == (2, 32, 200)
+    for name, h in (("teff", 5.0), ("mg_fe", 0.01), ("vmic", 0.01), ("rv", 1.0), ("vbroad", 1.0)):
+        up, dn = lab.copy(), lab.copy()
+        up[:, IDX[name]] += h
+        dn[:, IDX[name]] -= h
+        fd = (emu(up) - emu(dn)) / (2 * h)
+        scale = np.abs(fd).max()
+        assert scale > 0
+        assert np.abs(jac[:, IDX[name]] - fd).max() < 2e-2 * scale, name
+
+
+def test_torch_input_gives_a_differentiable_output():
+    emu = _tiny_emulator()
+    x = torch.as_tensor(sample_labels(GridSpec(n=3)), dtype=torch.float32).requires_grad_(True)
+    y = emu(x)
+    assert isinstance(y, torch.Tensor) and y.shape == (3, 200)
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_random_probe_gradient_term_estimates_the_full_jacobian_mismatch():
+    """E over probes of the gradient term = the mean squared Jacobian mismatch (scaled units)."""
+    from phdlspec_app.emulator.train import FLUX_UNIT, _jac_scale
+
+    emu = _tiny_emulator()
+    lab = torch.as_tensor(sample_labels(GridSpec(n=3)), dtype=torch.float32)
+    rng = np.random.default_rng(1)
+    target = torch.as_tensor(rng.normal(0, 0.02, (3, 30, 200)), dtype=torch.float32)
+    cfg = TrainConfig(n_probes=400, ref_batch=3)
+    torch.manual_seed(0)
+    est = float(_gradient_loss(emu, lab, target, cfg, rng))
+    # exact: Jacobian of the unbroadened network output per scaled unit
+    jac = torch.as_tensor(emu.jacobian(lab.numpy().astype(float).copy() * 0 + lab.numpy())[:, [
+        L.label_names().index(n) for n in INPUT_LABELS]], dtype=torch.float32)
+    jac = jac * torch.as_tensor(_jac_scale(), dtype=torch.float32)[None, :, None]
+    # the default labels carry vbroad = 0 and rv = 0, so the broadened Jacobian is the network's
+    exact = float(((jac - target) ** 2).sum(1).mean()) / FLUX_UNIT ** 2
+    assert est == pytest.approx(exact, rel=0.15)
+
+
+def test_heldout_split_is_stable_as_the_grid_grows():
+    a, b = split_heldout(100), split_heldout(3300)
+    assert np.array_equal(a, b[:100])
+    assert b.sum() == 300
+
+
+def _toy_set(n=48, n_ref=6, n_pix=120):
+    """A training set whose 'spectra' are an analytic function of teff and mg_fe, with
+    its exact Jacobian — to test the training loop's mechanics, not physics."""
+    wl = lamost_wavelength()[2000:2000 + n_pix]
+    lab = sample_labels(GridSpec(n=n + n_ref))
+    x = np.arange(n_pix)
+
+    def model(l):
+        t = (l[:, IDX["teff"]][:, None] - 5500.0) / 1500.0
+        m = l[:, IDX["mg_fe"]][:, None]
+        return 1 - 0.3 * np.exp(-0.5 * ((x - 60) / 3.0) ** 2) * (1 + 0.5 * m - 0.4 * t)
+
+    jac = np.zeros((n_ref, 30, n_pix))
+    g = 0.3 * np.exp(-0.5 * ((x - 60) / 3.0) ** 2)
+    jac[:, INPUT_LABELS.index("teff")] = g * 0.4 / 1500.0
+    jac[:, INPUT_LABELS.index("mg_fe")] = -g * 0.5
+    return TrainingSet(lab[:n], model(lab[:n]).astype(np.float32), wl, lab[n:], model(lab[n:]).astype(np.float32),
+                       jac.astype(np.float32), TrainingDomain(), {"grid": "toy"})
+
+
+def test_training_reduces_the_loss_is_deterministic_and_resumes(tmp_path):
+    torch.set_num_threads(1)
+    data = _toy_set()
+    net = dict(d_model=16, n_heads=2, n_encoder=1, n_decoder=1, patch=24)
+    cfg = TrainConfig(epochs=20, batch=16, lr=3e-3, checkpoint_every=5, network=net)
+    hist = []
+    emu = train(data, tmp_path / "a.safetensors", cfg, progress=False, log=hist.append)
+    assert hist[-1]["loss_flux"] < 0.5 * hist[0]["loss_flux"]
+    assert hist[-1]["loss_grad"] is not None
+    emu_b = train(data, tmp_path / "b.safetensors", cfg, progress=False)
+    lab = data.labels[:5]
+    np.testing.assert_array_equal(emu(lab), emu_b(lab))
+    # a run interrupted after its epoch-5 checkpoint, then resumed, ends where the
+    # uninterrupted run ends
+    def stop_at_7(rec):
+        if rec["epoch"] == 7:
+            raise KeyboardInterrupt
+
+    work = tmp_path / "c.train"
+    with pytest.raises(KeyboardInterrupt):
+        train(data, tmp_path / "c.safetensors", cfg, workdir=work, progress=False, log=stop_at_7)
+    assert torch.load(work / "checkpoint.pt", weights_only=True)["epoch"] == 5
+    emu_c = train(data, tmp_path / "c.safetensors", cfg, workdir=work, resume=True, progress=False)
+    np.testing.assert_allclose(emu_c(lab), emu(lab), atol=1e-6)
+    loaded = load_emulator(tmp_path / "c.safetensors")
+    assert loaded.card["training"]["n_train_spectra"] == 48
+
+
+def test_the_gradient_term_teaches_the_derivative_the_flux_alone_does_not_pin_down():
+    """With the spectra all at mg_fe = 0, only the prior says how flux responds to Mg."""
+    torch.set_num_threads(1)
+    data = _toy_set(n=32)
+    data.labels[:, IDX["mg_fe"]] = 0.0
+    data.ref_labels[:, IDX["mg_fe"]] = 0.0
+    net = dict(d_model=16, n_heads=2, n_encoder=1, n_decoder=1, patch=24)
+    k = INPUT_LABELS.index("mg_fe")
+
+    def cosine(grad_weight, path):
+        emu = train(data, path, TrainConfig(epochs=25, batch=16, lr=3e-3, grad_weight=grad_weight,
+                                            network=net), progress=False)
+        j = emu.jacobian(data.ref_labels)[:, IDX["mg_fe"]]
+        t = data.jacobian[:, k]
+        return float((j * t).sum() / np.sqrt((j * j).sum() * (t * t).sum()))
+
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        with_prior = cosine(1.0, f"{d}/p.safetensors")
+        without = cosine(0.0, f"{d}/n.safetensors")
+    assert with_prior > 0.9
+    assert with_prior > without + 0.3
