@@ -1,6 +1,193 @@
 """Subcommands of the calibration layer for the ``phdlspec`` entry point (see ``phdlspec_app.cli``)."""
 from __future__ import annotations
 
+import argparse
+import sys
+
+_EPILOG = """\
+Examples:
+  # fit: wide binaries, M67 members anchored to APOGEE's M67 means, and APOGEE stars
+  phdlspec calibrate results.ecsv --pairs pairs.ecsv --cluster m67_members.ecsv \\
+      --cluster-ref M67 --reference apogee.fits --match-radius 2 -o calibration.ecsv --plots plots/
+  # M67 members straight from the shared OCCAM catalog (matched by position)
+  phdlspec calibrate results.ecsv --cluster occam:M67 --cluster-ref M67 --match-radius 2 -o cal.ecsv
+  # a reference catalog matched on an identifier column, with a column mapping
+  phdlspec calibrate results.fits --reference galah.csv --match-on designation \\
+      --ref-columns sobject_id=id,Mg_fe=mg_fe -o cal.json
+  # apply a calibration to a batch (or a one-row) results table
+  phdlspec calibrate --apply calibration.ecsv results.ecsv -o calibrated.ecsv
+
+RESULTS is a table as `phdlspec fit` writes it: one row per star, label columns named as in
+the schema (teff, logg, fe_h, mg_fe ...), errors as <label>_err, identifiers (obsid, id,
+designation, file) and ra/dec in degrees. Any table format: .fits, .ecsv, .csv, .parquet.
+Catalog columns are mapped by name (APOGEE TEFF, FE_H, MG_FE; GALAH teff, fe_h, mg_fe;
+[Mg/Fe]); --ref-columns overrides. The identifier column is found by itself (obsid, id,
+designation, file) unless --match-on names it; --match-radius matches by sky position.
+The methods run in the order wide binaries -> cluster -> reference, each on the labels
+corrected by the ones before; `--apply` applies them in that order, keeps the input
+labels as <label>_raw, propagates the corrections' uncertainties into <label>_err and
+lists labels evaluated outside their valid domain in calib_flags.
+"""
+
 
 def add_parsers(sub) -> None:
     """Register this layer's subcommands on the argparse sub-parsers object ``sub``."""
+    p = sub.add_parser(
+        "calibrate", help="fit or apply a calibration of fitted labels (wide binaries, clusters, catalogs)",
+        description="Fit a calibration of PhDLspec labels from wide-binary pairs, open-cluster members and a "
+                    "high-resolution reference catalog, or apply one to a results table.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", metavar="RESULTS", help="results table (phdlspec fit layout)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="calibration file to write (.ecsv or .json); with --apply, the calibrated table")
+    p.add_argument("--apply", metavar="CALIBRATION", help="apply this calibration file to RESULTS")
+    p.add_argument("--outside", choices=("clip", "nan"), default="clip",
+                   help="with --apply: outside a correction's valid domain evaluate it at the domain edge "
+                        "(clip, default) or give NaN; both are flagged in calib_flags")
+    g = p.add_argument_group("inputs of the fit")
+    g.add_argument("--pairs", metavar="FILE", help="wide-binary pairs: two identifier columns per row")
+    g.add_argument("--pair-columns", metavar="A,B", help="the pairs table's two identifier columns")
+    g.add_argument("--cluster", metavar="FILE|occam:NAME",
+                   help="members of one open cluster: a table of identifiers or positions, or occam:M67 "
+                        "for the OCCAM DR14 members in the shared catalogs (matched by position)")
+    g.add_argument("--cluster-ref", metavar="NAME|FILE",
+                   help="the cluster's reference abundances: an OCCAM cluster name (M67, NGC_2682) or a "
+                        "one-row table of label columns with <label>_err")
+    g.add_argument("--reference", metavar="FILE", help="high-resolution reference catalog")
+    g.add_argument("--ref-columns", metavar="COL=LABEL,...", help="column mapping of the reference catalog")
+    g.add_argument("--match-on", metavar="COLUMN", help="identifier column to match on (default: detected)")
+    g.add_argument("--match-radius", type=float, metavar="ARCSEC", help="match by sky position within ARCSEC")
+    g.add_argument("--labels", metavar="L1,L2", help="calibrate only these labels (default: all present)")
+    g.add_argument("--binary-features", default="teff", metavar="F1,F2",
+                   help="wide-binary trend variables (default teff; teff,logg adds log g)")
+    g.add_argument("--cluster-order", type=int, default=1, help="cluster trend degree in Teff, log g (default 1)")
+    g.add_argument("--max-order", type=int, default=2,
+                   help="highest reference-trend degree tried by cross-validation (default 2)")
+    g.add_argument("--bootstrap", type=int, default=400, help="bootstrap resamples of the pairs (default 400)")
+    g.add_argument("--plots", metavar="DIR", help="write diagnostic PNGs (one per label) into DIR")
+    p.set_defaults(func=_cmd_calibrate)
+
+
+def _split(s):
+    return [x.strip() for x in s.split(",") if x.strip()] if s else None
+
+
+def _mapping(s):
+    out = {}
+    for item in _split(s) or []:
+        if "=" not in item:
+            raise SystemExit(f"error: --ref-columns expects COL=LABEL pairs, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _cmd_calibrate(args) -> int:
+    from .tables import CalibrationInputError
+
+    try:
+        return _apply(args) if args.apply else _fit(args)
+    except CalibrationInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _apply(args) -> int:
+    from .calibration import Calibration
+    from .tables import read_table, write_table
+
+    cal = Calibration.load(args.apply)
+    out = cal.apply(read_table(args.results), outside=args.outside)
+    write_table(out, args.output)
+    n_flag = sum(1 for f in out["calib_flags"] if f)
+    print(f"wrote {args.output}: {len(out)} stars, {len(cal.labels)} labels calibrated "
+          f"({', '.join(cal.labels)}); {n_flag} stars with a label outside its valid domain")
+    return 0
+
+
+def _members_mask(results, args):
+    import numpy as np
+
+    from .catalogs import occam_members
+    from .tables import CalibrationInputError, crossmatch, read_table
+
+    spec = args.cluster
+    if spec.lower().startswith("occam:"):
+        members = occam_members(spec.split(":", 1)[1])
+        radius = args.match_radius or 2.0
+    else:
+        members = read_table(spec)
+        radius = args.match_radius
+    tagged = results.copy()
+    tagged["__row"] = np.arange(len(results))
+    try:
+        m = crossmatch(tagged, members, on=args.match_on, radius_arcsec=radius)
+    except CalibrationInputError as exc:
+        raise CalibrationInputError(f"cluster members: {exc}") from exc
+    mask = np.zeros(len(results), bool)
+    mask[np.asarray(m["__row"], int)] = True
+    return mask
+
+
+def _cluster_reference(spec):
+    from pathlib import Path
+
+    import numpy as np
+
+    from .catalogs import occam_cluster_means
+    from .tables import read_table
+
+    if spec is None:
+        return None
+    if not Path(spec).is_file():
+        return occam_cluster_means(spec)
+    t = read_table(spec)
+    from ..labels import label_names
+
+    return {n: (float(t[n][0]), float(t[n + "_err"][0]) if n + "_err" in t.colnames else np.nan)
+            for n in label_names() if n in t.colnames}
+
+
+def _fit(args) -> int:
+    import numpy as np
+
+    from . import diagnostics as D
+    from .calibration import build_calibration
+    from .tables import crossmatch, read_table
+
+    results = read_table(args.results)
+    labels = _split(args.labels)
+    pairs = read_table(args.pairs) if args.pairs else None
+    members = _members_mask(results, args) if args.cluster else None
+    cref = _cluster_reference(args.cluster_ref)
+    ref = read_table(args.reference, mapping=_mapping(args.ref_columns)) if args.reference else None
+    matcher = None
+    if ref is not None:
+        def matcher(current):
+            return crossmatch(current, ref, on=args.match_on, radius_arcsec=args.match_radius)
+    options = {
+        "wide_binaries": {"features": tuple(_split(args.binary_features)), "n_boot": args.bootstrap,
+                          "id_column": args.match_on, "labels": labels,
+                          "pair_columns": _split(args.pair_columns)},
+        "cluster": {"order": args.cluster_order, "labels": labels,
+                    "name": args.cluster},
+        "reference": {"max_order": args.max_order, "labels": labels},
+    }
+    cal = build_calibration(results, pairs=pairs, cluster_members=members, cluster_reference=cref,
+                            matched_reference=matcher, options=options,
+                            inputs={"results": args.results, "pairs": args.pairs,
+                                    "cluster": args.cluster if args.cluster and not args.cluster.startswith("occam:") else None,
+                                    "reference": args.reference},
+                            command=" ".join(sys.argv[1:]) if sys.argv else "")
+    cal.save(args.output)
+    summary = cal.summary()
+    print(f"wrote {args.output}: {len(cal.corrections)} corrections for {len(cal.labels)} labels")
+    print(f"{'method':<14} {'label':<7} {'n':>5} {'scatter before':>15} {'after':>9} {'internal':>9}")
+    for row in summary:
+        ip = f"{row['internal_precision']:.4g}" if np.isfinite(row["internal_precision"]) else ""
+        print(f"{row['method']:<14} {row['label']:<7} {row['n']:>5} {row['scatter_before']:>15.4g} "
+              f"{row['scatter_after']:>9.4g} {ip:>9}")
+    if args.plots:
+        paths = D.write_plots(cal.diagnostics, args.plots)
+        print(f"wrote {len(paths)} diagnostic plots to {args.plots}")
+    return 0
