@@ -358,3 +358,12 @@ def test_wide_binaries_say_when_no_pair_is_found():
     pairs["obsid_a"] = pairs["obsid_a"] + 10_000
     with pytest.raises(CalibrationInputError, match="no pair has both stars"):
         fit_wide_binaries(t, pairs)
+
+
+def test_empty_identifiers_match_nothing_and_are_skipped_by_detection():
+    """`phdlspec fit` writes obsid "" when a file has none: fall back to designation."""
+    ours = Table(dict(file=["a.fits", "b.fits"], obsid=["", ""], designation=["J1", "J2"], teff=[5000.0, 5100.0]))
+    assert find_id_column(ours) == "designation"
+    ref = Table(dict(obsid=["", "7"], teff=[4000.0, 4100.0]))
+    with pytest.raises(CalibrationInputError, match="no star matched"):
+        crossmatch(ours, ref, on="obsid")

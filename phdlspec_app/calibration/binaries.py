@@ -18,7 +18,7 @@ import numpy as np
 from . import diagnostics as D
 from .correction import Correction, feature_matrix
 from .models import Trend, fit_linear, robust_std
-from .tables import CalibrationInputError, abundance_names, find_id_column, float_column, id_strings
+from .tables import NO_ID, CalibrationInputError, abundance_names, find_id_column, float_column, id_strings
 
 __all__ = ["fit_wide_binaries", "find_pair_columns", "pair_indices"]
 
@@ -54,7 +54,8 @@ def pair_indices(results, pairs, id_column=None, pair_columns=None) -> tuple[np.
     ca, cb = find_pair_columns(pairs, pair_columns)
     pos = {}
     for i, v in enumerate(id_strings(results[idc])):
-        pos.setdefault(v, i)
+        if v.lower() not in NO_ID:
+            pos.setdefault(v, i)
     ia, ib, missing = [], [], 0
     for a, b in zip(id_strings(pairs[ca]), id_strings(pairs[cb])):
         if a in pos and b in pos and pos[a] != pos[b]:

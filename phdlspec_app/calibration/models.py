@@ -237,7 +237,8 @@ def fit_linear(a: np.ndarray, y: np.ndarray, robust: str = "huber", clip_sigma: 
         # A tiny ridge keeps degenerate resamples (all pairs with the same sign) solvable.
         ata += 1e-12 * np.eye(p)
         boots = np.linalg.solve(ata, aty[..., None])[..., 0]
-        cov = np.atleast_2d(np.cov(boots, rowvar=False))
+        # n/(n-p): the bootstrap resamples residuals that the fit has already shrunk (as HC1 does).
+        cov = np.atleast_2d(np.cov(boots, rowvar=False)) * idx.size / max(idx.size - p, 1)
     else:
         aw = a[used] * np.sqrt(w[used])[:, None]
         cov = s ** 2 * np.linalg.pinv(aw.T @ aw)

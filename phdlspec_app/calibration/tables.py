@@ -221,7 +221,8 @@ def find_id_column(table, column: str | None = None) -> str:
         raise CalibrationInputError(f"{_source(table)}: no identifier column {column!r} "
                                     f"(columns: {', '.join(table.colnames[:40])})")
     for cand in ID_COLUMNS:
-        if cand in lower:
+        # `phdlspec fit` writes obsid/designation as "" when the file has none: skip those.
+        if cand in lower and any(v.lower() not in NO_ID for v in id_strings(table[lower[cand]])):
             return lower[cand]
     raise CalibrationInputError(
         f"{_source(table)}: no identifier column found (looked for {', '.join(ID_COLUMNS)}); "
@@ -241,6 +242,10 @@ def find_radec_columns(table) -> tuple[str, str]:
         raise CalibrationInputError(f"{_source(table)}: no RA/Dec columns (looked for {', '.join(_RA)} "
                                     f"and {', '.join(_DEC)})")
     return ra, dec
+
+
+#: Identifier values that identify nothing (phdlspec fit writes "" when a file has no obsid).
+NO_ID = {"", "nan", "none", "--", "null", "-1"}
 
 
 def id_strings(column) -> np.ndarray:
@@ -304,7 +309,8 @@ def crossmatch(ours, ref, on: str | None = None, ref_on: str | None = None,
         a, b = id_strings(ours[on]), id_strings(ref[ref_on])
         first = {}
         for j, v in enumerate(b):
-            first.setdefault(v, j)
+            if v.lower() not in NO_ID:  # an empty identifier matches nothing
+                first.setdefault(v, j)
         pairs = [(i, first[v]) for i, v in enumerate(a) if v in first]
         i_ours = np.array([p[0] for p in pairs], dtype=int)
         i_ref = np.array([p[1] for p in pairs], dtype=int)
