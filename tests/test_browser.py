@@ -22,6 +22,8 @@ from phdlspec_app.app.plot import MASKED_SOURCE_NAME, SPECTRUM_SOURCE_NAME
 from phdlspec_app.app.server import serve
 from phdlspec_app.io import read_spectrum
 
+from test_app_double import EmulatorDouble
+
 pytestmark = [pytest.mark.browser, pytest.mark.shared_data, pytest.mark.timeout(120)]
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -69,8 +71,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def browser():
+def launch_browser():
+    """Yield a headless Chromium (skip, or fail in CI, when it is not installed)."""
     if not CHROMIUM.exists():
         reason = f"{CHROMIUM} is not installed (apt-get install chromium)"
         if os.environ.get("PHDLSPEC_REQUIRE_BROWSER") == "1":
@@ -82,12 +84,12 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def server_url(shared_dir):
-    """Serve the dashboard on a free port; stop every Panel server afterwards."""
+def serve_dashboard(**kwargs):
+    """Serve the dashboard on a free port (``kwargs`` go to ``serve``); yield its URL, then
+    stop every Panel server."""
     port = free_port()
-    serve(port=port, address="127.0.0.1", show=False, threaded=True, data_dir=shared_dir,
-          liveness=True, websocket_origin=f"127.0.0.1:{port}")
+    serve(port=port, address="127.0.0.1", show=False, threaded=True, liveness=True,
+          websocket_origin=f"127.0.0.1:{port}", **kwargs)
     url = f"http://127.0.0.1:{port}"
 
     def alive():
@@ -101,6 +103,18 @@ def server_url(shared_dir):
     yield url + "/"
     pn.state.kill_all_servers()
     pn.state.clear_caches()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    yield from launch_browser()
+
+
+@pytest.fixture
+def server_url(shared_dir):
+    """Serve the dashboard on a free port, starting empty (no demo star), with the emulator
+    test double; stop every Panel server afterwards."""
+    yield from serve_dashboard(data_dir=shared_dir, start_demo=False, emulator=EmulatorDouble())
 
 
 @pytest.fixture
@@ -136,12 +150,13 @@ def wait_for_points(page, spec, message):
 
 
 def choose(page, relpath):
-    page.locator("select").select_option(relpath)
+    """Pick ``relpath`` in the data-directory picker (the select offering LAMOST files)."""
+    page.locator("select").filter(has=page.locator("option", has_text="choose a spectrum")).select_option(relpath)
 
 
 def test_page_loads_offline_with_title_and_picker(page):
     assert page.title() == "PhDLspec"
-    select = page.locator("select")
+    select = page.locator("select").filter(has=page.locator("option", has_text="choose a spectrum"))
     sync_api.expect(select).to_be_enabled()
     assert select.locator("option").count() > 200
     sync_api.expect(page.get_by_text("LAMOST spectra in the data directory")).to_be_visible()

@@ -16,20 +16,22 @@ import os
 __all__ = ["create_app", "serve"]
 
 
-def create_app(data_dir: str | os.PathLike | None = None):
+def create_app(data_dir: str | os.PathLike | None = None, emulator="auto", start_demo: bool = False):
     """A new :class:`~phdlspec_app.app.viewer.SpectrumViewer` (one per browser session).
 
     ``data_dir`` is the data directory (the folder holding ``spectra/lamost``); None uses
-    :func:`phdlspec_app.paths.data_dir`'s search order.
+    :func:`phdlspec_app.paths.data_dir`'s search order. ``emulator``: an object with the
+    emulator's API, ``"auto"`` (``phdlspec_app.emulator.load_emulator()``, loaded once per
+    process) or None. ``start_demo`` opens the default embedded demo star.
     """
     from .viewer import SpectrumViewer
 
-    return SpectrumViewer(data_dir=data_dir)
+    return SpectrumViewer(data_dir=data_dir, emulator=emulator, start_demo=start_demo)
 
 
 def serve(port: int = 5006, address: str = "localhost", show: bool = True,
-          data_dir: str | os.PathLike | None = None, **kwargs):
+          data_dir: str | os.PathLike | None = None, emulator="auto", **kwargs):
     """Serve the dashboard and block; see :func:`phdlspec_app.app.server.serve`."""
     from .server import serve as _serve
 
-    return _serve(port=port, address=address, show=show, data_dir=data_dir, **kwargs)
+    return _serve(port=port, address=address, show=show, data_dir=data_dir, emulator=emulator, **kwargs)

@@ -9,4 +9,4 @@ from phdlspec_app.app import create_app
 
 # Only build the page when a server runs this file, so importing it (tests, tools) does nothing.
 if pn.state.served or __name__.startswith("bokeh"):
-    create_app().servable()
+    create_app(start_demo=True).servable()

@@ -11,7 +11,10 @@ from bokeh.models import ColumnDataSource, HoverTool, Range1d
 from bokeh.plotting import figure
 
 __all__ = [
+    "ELEMENT_SOURCE_NAME",
     "MASKED_SOURCE_NAME",
+    "MODEL_SOURCE_NAME",
+    "ModelLayers",
     "SPECTRUM_SOURCE_NAME",
     "SpectrumFigure",
     "masked_columns",
@@ -23,6 +26,13 @@ __all__ = [
 #: ``Bokeh.documents[0].get_model_by_name(...)``.
 SPECTRUM_SOURCE_NAME = "spectrum_source"
 MASKED_SOURCE_NAME = "masked_source"
+#: The live model (columns ``wavelength``, ``model``, ``residual``) and the selected element's
+#: layers (``wavelength``, ``plus``, ``minus``: the model at +/-0.2 dex; ``shade``: NaN except
+#: where the element's differential spectrum is significant).
+MODEL_SOURCE_NAME = "model_source"
+ELEMENT_SOURCE_NAME = "element_source"
+MODEL_KEYS = ("wavelength", "model", "residual")
+ELEMENT_KEYS = ("wavelength", "plus", "minus", "shade_lo", "shade_hi")
 
 _SPECTRUM_KEYS = ("wavelength", "flux", "flux_good", "sigma", "lower", "upper")
 _MASKED_KEYS = ("wavelength", "flux")
@@ -132,3 +142,60 @@ class SpectrumFigure:
             return
         # reset_start/reset_end make the Reset tool return to this file's view.
         rng.update(start=span[0], end=span[1], reset_start=span[0], reset_end=span[1])
+
+
+@dataclass
+class ModelLayers:
+    """The live model drawn over a :class:`SpectrumFigure`, and the residual figure beneath it.
+
+    Two data sources whose columns are replaced in place on every slider move: ``source``
+    (model and residual) and ``element_source`` (the selected element's +/-0.2 dex models and
+    the shading of its sensitive pixels). The residual figure shares the spectrum's x range,
+    so zooming or panning one moves both.
+    """
+
+    source: ColumnDataSource
+    element_source: ColumnDataSource
+    residual_figure: figure
+
+    @classmethod
+    def create(cls, spectrum: SpectrumFigure, height: int = 190) -> ModelLayers:
+        source = ColumnDataSource(_empty(MODEL_KEYS), name=MODEL_SOURCE_NAME)
+        element = ColumnDataSource(_empty(ELEMENT_KEYS), name=ELEMENT_SOURCE_NAME)
+        fig = spectrum.figure
+        # Shading below everything else, so the data stay readable.
+        fig.varea("wavelength", "shade_lo", "shade_hi", source=element, fill_color="#ffb000",
+                  fill_alpha=0.25, legend_label="element-sensitive pixels")
+        fig.line("wavelength", "plus", source=element, line_color="#2ca02c", line_width=1,
+                 line_dash="dashed", legend_label="model +0.2 dex")
+        fig.line("wavelength", "minus", source=element, line_color="#9467bd", line_width=1,
+                 line_dash="dashed", legend_label="model −0.2 dex")
+        fig.line("wavelength", "model", source=source, line_color="#d62728", line_width=1.3,
+                 legend_label="emulator model")
+        res = figure(
+            height=height, sizing_mode="stretch_width", x_range=fig.x_range, y_range=Range1d(-0.2, 0.2),
+            x_axis_label="Vacuum wavelength (Å)", y_axis_label="data − model",
+            tools="pan,xwheel_zoom,box_zoom,reset,save", active_scroll="xwheel_zoom",
+        )
+        res.line("wavelength", "residual", source=source, line_color="#333333", line_width=1)
+        res.line(x=[0, 20000], y=[0, 0], line_color="#d62728", line_width=1, line_dash="dotted")
+        return cls(source, element, res)
+
+    def set_model(self, wavelength, model, residual) -> None:
+        """Replace the model columns (one change event for the browser)."""
+        self.source.data = {"wavelength": wavelength, "model": model, "residual": residual}
+
+    def update_model(self, model, residual) -> None:
+        """Update model and residual in place (same length as before): the fast path."""
+        self.source.data.update(model=model, residual=residual)
+
+    def set_element(self, wavelength, plus, minus, shade_lo, shade_hi) -> None:
+        self.element_source.data = {"wavelength": wavelength, "plus": plus, "minus": minus,
+                                    "shade_lo": shade_lo, "shade_hi": shade_hi}
+
+    def clear_element(self) -> None:
+        self.element_source.data = _empty(ELEMENT_KEYS)
+
+    def clear(self) -> None:
+        self.source.data = _empty(MODEL_KEYS)
+        self.clear_element()

@@ -17,8 +17,11 @@ import param
 
 from phdlspec_app.io import Spectrum, SpectrumFormatError, read_spectrum
 
+from .demo import demo_stars
 from .files import SPECTRUM_SUFFIXES, find_lamost_files
+from .live import LiveModel
 from .metadata import spectrum_warnings, summary_html
+from .observation import prepare_observation
 from .plot import SpectrumFigure
 
 __all__ = ["MAX_UPLOAD_BYTES", "TITLE", "SpectrumViewer"]
@@ -32,6 +35,7 @@ TITLE = "PhDLspec"
 MAX_UPLOAD_BYTES = 20_000_000
 
 _PLACEHOLDER = "— choose a spectrum —"
+_DEMO_PLACEHOLDER = "— choose a demo star —"
 
 _ACCEPT = ",".join(sorted({s.rsplit(".", 1)[-1] for s in SPECTRUM_SUFFIXES}))  # fits,fit,gz,...
 _FORMATS_TEXT = ("FITS (.fits, .fits.gz, .fit) from LAMOST or any 1-D spectrum, "
@@ -69,12 +73,25 @@ class SpectrumViewer(pn.viewable.Viewer):
     warning = param.String(default="", doc="Caveats about the spectrum shown (e.g. not a star).")
     status = param.String(default="", doc="One line saying what is shown.")
 
-    def __init__(self, data_dir: str | os.PathLike | None = None, **params):
+    def __init__(self, data_dir: str | os.PathLike | None = None, emulator="auto",
+                 start_demo: bool = False, **params):
+        """``emulator``: an object with the emulator's API, ``"auto"`` (the default model,
+        loaded once per process) or None (no live model). ``start_demo``: open the default
+        demo star at once (what the server does, so a fresh machine shows something)."""
         super().__init__(**params)
         self._syncing_picker = False
         self.root, files, why = find_lamost_files(data_dir)
         self.files = files
         self.plot = SpectrumFigure.create()
+        self.plot.figure.yaxis.axis_label = "Normalized flux"
+        self.live = LiveModel(self.plot, emulator=emulator)
+        self.demos = demo_stars()
+        self.demo_picker = pn.widgets.Select(
+            label="Demo stars (simulated by PhDLspec's engine)",
+            options=[_DEMO_PLACEHOLDER, *self.demos], value=_DEMO_PLACEHOLDER,
+            disabled=not self.demos, sizing_mode="stretch_width",
+        )
+        self.demo_picker.param.watch(self._on_demo, "value")
 
         self.picker = pn.widgets.Select(
             label="LAMOST spectra in the data directory",
@@ -102,6 +119,8 @@ class SpectrumViewer(pn.viewable.Viewer):
         self.picker.param.watch(self._on_pick, "value")
         self.upload.param.watch(self._on_upload, "value")
         self._layout = self._build_layout()
+        if start_demo and self.demos:
+            self.load_demo(next(iter(self.demos)))
 
     # ------------------------------------------------------------------ loading
     def load_path(self, path: str | os.PathLike) -> Spectrum | None:
@@ -114,7 +133,15 @@ class SpectrumViewer(pn.viewable.Viewer):
             path = self.root / path
         label = self._label_for(path)
         self._set_picker(label if label in self.files else _PLACEHOLDER)
+        self._set_demo(_DEMO_PLACEHOLDER)
         return self._load(lambda: read_spectrum(path), label)
+
+    def load_demo(self, title: str) -> Spectrum | None:
+        """Open the embedded demo star ``title`` (a key of :attr:`demos`)."""
+        path = self.demos[title]
+        self._set_picker(_PLACEHOLDER)
+        self._set_demo(title)
+        return self._load(lambda: read_spectrum(path), f"demo/{path.name}")
 
     def load_bytes(self, data: bytes, filename: str) -> Spectrum | None:
         """Read and show an uploaded file's content; ``filename`` drives format detection.
@@ -125,6 +152,7 @@ class SpectrumViewer(pn.viewable.Viewer):
         # The picker must not name a data-directory file while an upload is shown; resetting it
         # also lets the user pick that file again afterwards (a Select fires only on change).
         self._set_picker(_PLACEHOLDER)
+        self._set_demo(_DEMO_PLACEHOLDER)
         if len(data) > MAX_UPLOAD_BYTES:
             return self._fail(
                 f"{filename}: the file is {len(data):,} bytes, over the upload limit of "
@@ -152,20 +180,26 @@ class SpectrumViewer(pn.viewable.Viewer):
     def _show(self, spec: Spectrum, label: str) -> None:
         summary = spec.summary()
         name = summary.get("designation") or Path(label).name
-        self.plot.show(spec, title=f"{name}  ({label})")
+        obs = prepare_observation(spec)
+        self.plot.show(obs.spectrum, title=f"{name}  ({label})")
         self.meta_table.object = summary_html(summary)
+        self.live.set_observation(obs)
+        truth = spec.meta.get("true_labels") if spec.meta.get("simulated") else None
+        self.live.true_labels = dict(truth) if isinstance(truth, dict) else None
         lo, hi = spec.wavelength_range
         self.param.update(
             spectrum=spec, source_label=label, error="",
             warning="\n\n".join(spectrum_warnings(spec)),
             status=(f"Showing **{md_escape(label)}**: {spec.npix} pixels, {lo:.0f}–{hi:.0f} Å (vacuum), "
-                    f"{int(spec.mask.sum())} masked."),
+                    f"{int(spec.mask.sum())} masked." + (f" {obs.note}" if obs.note else "")),
         )
 
     def _fail(self, message: str) -> None:
         """Show ``message`` as the error, with nothing plotted; returns None."""
         # Clear the plot so a stale spectrum is never mistaken for the file that failed.
         self.plot.clear()
+        self.live.set_observation(None)
+        self.live.true_labels = None
         self.meta_table.object = ""
         self.param.update(spectrum=None, source_label="", error=message, warning="",
                           status="No spectrum shown.")
@@ -180,15 +214,26 @@ class SpectrumViewer(pn.viewable.Viewer):
         return path.name
 
     # ------------------------------------------------------------------ widget callbacks
-    def _set_picker(self, value: str) -> None:
-        """Show ``value`` in the picker without it triggering a load."""
-        if self.picker.value == value:
+    def _set_quietly(self, widget, value: str) -> None:
+        """Show ``value`` in a picker without it triggering a load."""
+        if widget.value == value:
             return
         self._syncing_picker = True
         try:
-            self.picker.value = value
+            widget.value = value
         finally:
             self._syncing_picker = False
+
+    def _set_picker(self, value: str) -> None:
+        self._set_quietly(self.picker, value)
+
+    def _set_demo(self, value: str) -> None:
+        self._set_quietly(self.demo_picker, value)
+
+    def _on_demo(self, event) -> None:
+        if self._syncing_picker or not event.new or event.new == _DEMO_PLACEHOLDER:
+            return
+        self.load_demo(event.new)
 
     def _on_pick(self, event) -> None:
         if self._syncing_picker or not event.new or event.new == _PLACEHOLDER:
@@ -208,18 +253,33 @@ class SpectrumViewer(pn.viewable.Viewer):
     # ------------------------------------------------------------------ layout
     def _build_layout(self):
         template = pn.template.BootstrapTemplate(
-            title=TITLE, header_background="#1f4e79", sidebar_width=360,
+            title=TITLE, header_background="#1f4e79", sidebar_width=380,
+            # The template's default busy indicator is ONE LoadingSpinner shared by every
+            # session (a class default); Panel updates it from whichever session is busy,
+            # which writes into other sessions' documents without their lock (RuntimeError
+            # "_pending_writes should be non-None") and couples sessions. No indicator.
+            busy_indicator=None,
         )
         template.sidebar.extend([
             pn.pane.Markdown("### Open a spectrum"),
+            self.demo_picker,
             self.picker, self.picker_note,
-            pn.layout.Divider(),
             self.upload_note, self.upload,
+            pn.layout.Divider(),
+            pn.pane.Markdown("### Labels (live model)"),
+            self.live.controls(),
         ])
-        template.main.append(pn.Column(
-            self.error_alert, self.warning_alert, self.status_text,
+        spectrum_tab = pn.Column(
+            self.live.zoom_bar(),
             pn.pane.Bokeh(self.plot.figure, sizing_mode="stretch_width"),
+            pn.pane.Bokeh(self.live.layers.residual_figure, sizing_mode="stretch_width"),
             pn.pane.Markdown("#### Header"), self.meta_table,
+            sizing_mode="stretch_width", name="Spectrum & model",
+        )
+        template.main.append(pn.Column(
+            self.error_alert, self.warning_alert, self.live.model_alert, self.live.domain_alert,
+            self.status_text,
+            pn.Tabs(spectrum_tab, dynamic=False, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         ))
         return template

@@ -1,0 +1,191 @@
+"""The live model, driven through its param state with the emulator test double (no browser)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pn = pytest.importorskip("panel")
+
+from phdlspec_app import labels as L
+from phdlspec_app.app import create_app
+from phdlspec_app.app.demo import demo_stars
+from phdlspec_app.app.live import NAMED_WINDOWS, LiveModel
+from phdlspec_app.app.observation import prepare_observation
+from phdlspec_app.app.plot import ELEMENT_SOURCE_NAME, MODEL_SOURCE_NAME, SpectrumFigure
+from phdlspec_app.io import Spectrum, read_spectrum
+
+from test_app_double import EmulatorDouble
+
+
+@pytest.fixture(scope="module")
+def emu():
+    return EmulatorDouble()
+
+
+@pytest.fixture
+def live(emu):
+    return LiveModel(SpectrumFigure.create(), emulator=emu)
+
+
+def demo_spectrum(emu, **labels):
+    """A noisy spectrum made by the double itself, marked simulated with its true labels."""
+    vec = L.to_vector(labels)
+    wl = emu.wavelength
+    rng = np.random.default_rng(0)
+    flux = emu(vec) + rng.normal(0, 0.02, wl.size)
+    meta = {"simulated": True, "true_labels": L.to_dict(vec), "class": "STAR"}
+    return Spectrum(wl, flux, np.full(wl.size, 2500.0), np.zeros(wl.size, bool), meta)
+
+
+def test_one_slider_per_label_with_schema_ranges_units_and_groups(live):
+    assert list(live.sliders) == L.label_names()
+    for lab in L.LABELS:
+        s = live.sliders[lab.name]
+        assert (s.start, s.end, s.fixed_start, s.fixed_end) == (lab.lo, lab.hi, lab.lo, lab.hi)
+        assert s.value == lab.default and s.step == lab.step
+        assert f"({lab.unit})" in s.label
+    cards = live.slider_cards()
+    assert [c.title.split(" (")[0] for c in cards] == list(L.GROUPS)
+    assert sum(len(c.objects) for c in cards) == 32
+    assert live.sliders["mg_fe"].label == "[Mg/Fe] (dex)" and live.sliders["teff"].label == "Teff (K)"
+
+
+def test_model_source_is_updated_in_place_on_label_change(live, emu):
+    src = live.layers.source
+    assert src.name == MODEL_SOURCE_NAME
+    before = np.array(src.data["model"], copy=True)
+    assert before.shape == emu.wavelength.shape
+    live.labels.teff = 5000.0
+    after = np.asarray(src.data["model"])
+    assert live.layers.source is src  # same object: patched, not replaced
+    assert np.abs(after - before).max() > 1e-3
+    np.testing.assert_allclose(after, emu(live.vector()), atol=1e-6)
+
+
+def test_slider_widget_drives_labels_and_back(live):
+    live.sliders["fe_h"].value = -1.0
+    assert live.labels.fe_h == -1.0
+    live.set_labels({"[Mg/Fe]": 0.4, "TEFF": 6000, "not_a_label": 3})
+    assert live.sliders["mg_fe"].value == 0.4 and live.sliders["teff"].value == 6000
+    live.set_labels({"teff": 1e6})  # clipped to the schema's range
+    assert live.labels.teff == L.get_label("teff").hi
+    live.reset()
+    np.testing.assert_array_equal(live.vector(), L.defaults())
+
+
+def test_residual_is_observation_minus_model(live, emu):
+    spec = demo_spectrum(emu, teff=5500, fe_h=-0.5)
+    obs = prepare_observation(spec)
+    assert obs.normalization == "file"
+    live.set_observation(obs)
+    live.set_labels(spec.meta["true_labels"])
+    data = live.layers.source.data
+    np.testing.assert_allclose(data["residual"], spec.flux - np.asarray(data["model"], float), atol=1e-5)
+    assert np.nanstd(data["residual"]) == pytest.approx(0.02, rel=0.15)
+
+
+def test_element_selection_shades_sensitive_pixels_and_overlays_plus_minus(live, emu):
+    src = live.layers.element_source
+    assert src.name == ELEMENT_SOURCE_NAME and len(src.data["wavelength"]) == 0
+    live.element = "mg_fe"
+    shade = np.asarray(src.data["shade_hi"], float)
+    frac = np.isfinite(shade).mean()
+    assert 0 < frac < 0.3 and frac == pytest.approx(live.sensitive_fraction())
+    plus, minus = np.asarray(src.data["plus"]), np.asarray(src.data["minus"])
+    model = np.asarray(live.layers.source.data["model"])
+    sens = np.isfinite(shade)
+    # more Mg = deeper Mg lines: the +0.2 dex model is below the model in the sensitive pixels
+    assert np.mean(plus[sens] - model[sens]) < 0 < np.mean(minus[sens] - model[sens])
+    # moving a slider moves the +/-0.2 dex overlays too
+    live.labels.teff = 5200.0
+    assert not np.allclose(np.asarray(src.data["plus"]), plus)
+    win = live.strongest_window()
+    assert win is not None and win[1] - win[0] == pytest.approx(60.0)
+    live.zoom_strongest()
+    assert live.figure.figure.x_range.start == pytest.approx(win[0])
+    live.element = ""
+    assert len(src.data["wavelength"]) == 0 and live.strongest_button.disabled
+
+
+def test_out_of_domain_warning(live):
+    assert live.domain_warning == "" and not live.domain_alert.visible
+    live.labels.teff = 7800.0
+    assert "Teff" in live.domain_warning and live.domain_alert.visible
+    live.labels.teff = 6000.0
+    assert live.domain_warning == "" and not live.domain_alert.visible
+
+
+def test_quick_zoom_sets_shared_x_range(live):
+    fig, res = live.figure.figure, live.layers.residual_figure
+    assert res.x_range is fig.x_range  # linked panels
+    for name, (lo, hi) in NAMED_WINDOWS.items():
+        live.zoom(lo, hi)
+        assert (fig.x_range.start, fig.x_range.end) == (lo, hi), name
+        assert fig.y_range.start < fig.y_range.end
+    live.zoom_full()
+    assert fig.x_range.end - fig.x_range.start > 5000
+
+
+def test_best_fit_and_true_label_buttons(live):
+    assert live.best_fit_button.disabled and not live.truth_button.visible
+    live.best_fit = {"teff": 4800.0, "logg": 2.5}
+    assert not live.best_fit_button.disabled
+    live.copy_best_fit()
+    assert (live.labels.teff, live.labels.logg) == (4800.0, 2.5)
+    live.true_labels = {"teff": 6100.0}
+    assert live.truth_button.visible
+
+
+def test_no_emulator_gives_a_message_and_disabled_sliders():
+    live = LiveModel(SpectrumFigure.create(), emulator=None)
+    assert live.emulator_message and live.model_alert.visible
+    assert all(s.disabled for s in live.sliders.values())
+    live.labels.teff = 5000.0  # nothing to evaluate, nothing breaks
+    assert len(live.layers.source.data["model"]) == 0
+
+
+def test_emulator_failure_is_contained(emu):
+    class Broken(EmulatorDouble):
+        def __call__(self, labels):
+            raise RuntimeError("boom")
+
+    live = LiveModel(SpectrumFigure.create(), emulator=Broken())
+    assert "boom" in live.emulator_message and live.model_alert.visible
+
+
+def test_display_continuum_for_unnormalized_counts(emu):
+    spec = demo_spectrum(emu)
+    counts = Spectrum(spec.wavelength, spec.flux * 3000 * (1 + spec.wavelength / 1e4), spec.ivar / 3000**2,
+                      spec.mask, {"class": "STAR"})
+    obs = prepare_observation(counts)
+    assert obs.normalization == "display" and "display-only" in obs.note
+    assert 0.9 < np.nanmedian(obs.flux) < 1.05
+
+
+def test_demo_stars_are_committed_simulated_and_labelled():
+    demos = demo_stars()
+    assert demos, "assets/demo/*.fits missing: run python -m phdlspec_app.app.make_demo"
+    for title, path in demos.items():
+        assert "simulated" in title and path.stat().st_size < 1_000_000
+        spec = read_spectrum(path)
+        assert spec.npix == 3909 and spec.meta["simulated"] is True
+        assert set(spec.meta["true_labels"]) == set(L.label_names())
+        assert "SIMULATED" in spec.meta["designation"]
+        from astropy.io import fits
+
+        assert fits.getheader(path)["SIMULATE"] is True
+
+
+def test_app_opens_on_a_demo_star_with_the_model_on_its_pixels(tmp_path, emu):
+    viewer = create_app(data_dir=tmp_path, emulator=emu, start_demo=True)
+    assert viewer.spectrum is not None and viewer.spectrum.meta["simulated"]
+    assert viewer.source_label.startswith("demo/")
+    assert viewer.live.true_labels and viewer.live.truth_button.visible
+    model = viewer.live.layers.source.data
+    assert len(model["model"]) == viewer.spectrum.npix
+    viewer.live.truth_button.clicks += 1
+    assert viewer.live.labels.teff == viewer.spectrum.meta["true_labels"]["teff"]
+    # a failed load clears the observation but the model stays on the emulator grid
+    viewer.load_bytes(b"junk", "junk.fits")
+    assert viewer.error and not viewer.live.truth_button.visible
+    assert np.isnan(np.asarray(viewer.live.layers.source.data["residual"], float)).all()

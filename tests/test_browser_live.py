@@ -1,0 +1,140 @@
+"""The live model in a real Chromium: demo star on start, sliders, element layers, sessions.
+
+Needs no shared data: the server opens on an embedded demo star and uses the emulator test
+double (``tests/test_app_double.py``). Skipped without /usr/bin/chromium unless
+``PHDLSPEC_REQUIRE_BROWSER=1``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pn = pytest.importorskip("panel")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from phdlspec_app.app.plot import ELEMENT_SOURCE_NAME, MODEL_SOURCE_NAME, SPECTRUM_SOURCE_NAME
+from test_app_double import EmulatorDouble
+from test_browser import launch_browser, serve_dashboard, wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "live_model.png"
+
+# [rows of the spectrum, sum of the model column, number of shaded pixels] seen by the browser
+STATE_JS = f"""() => {{
+  const doc = window.Bokeh && Bokeh.documents && Bokeh.documents[0];
+  if (!doc) return null;
+  const spec = doc.get_model_by_name("{SPECTRUM_SOURCE_NAME}");
+  const model = doc.get_model_by_name("{MODEL_SOURCE_NAME}");
+  const elem = doc.get_model_by_name("{ELEMENT_SOURCE_NAME}");
+  if (!spec || !model || !elem) return null;
+  let s = 0; for (const v of model.data.model ?? []) s += v;
+  let n = 0; for (const v of elem.data.shade_hi ?? []) if (Number.isFinite(v)) n += 1;
+  return [spec.get_length() ?? 0, s, n];
+}}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    yield from launch_browser()
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    """The dashboard with the emulator double and an empty data directory (a fresh machine)."""
+    yield from serve_dashboard(data_dir=tmp_path_factory.mktemp("nodata"), emulator=EmulatorDouble())
+
+
+def open_page(browser, url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.console_messages, page.page_errors, page.foreign = [], [], []
+    page.on("console", lambda msg: page.console_messages.append(msg.text))
+    page.on("pageerror", lambda exc: page.page_errors.append(str(exc)))
+    page.on("request", lambda req: page.foreign.append(req.url)
+            if not req.url.startswith(("http://127.0.0.1", "data:", "blob:")) else None)
+    page.goto(url)
+    wait_until(lambda: any("Websocket connection 0 is now open" in m for m in page.console_messages),
+               timeout=20, message="the Bokeh websocket to open", page=page)
+    wait_until(lambda: (page.evaluate(STATE_JS) or [0])[0] == 3909, timeout=20,
+               message="the demo star in the plot", page=page)
+    return page
+
+
+@pytest.fixture
+def page(browser, server_url):
+    page = open_page(browser, server_url)
+    yield page
+    page.context.close()
+
+
+def state(page):
+    return page.evaluate(STATE_JS)
+
+
+def nudge_teff(page, presses=3):
+    """Focus the first slider handle (Teff) and press the right arrow key."""
+    handle = page.locator(".noUi-handle").first
+    handle.focus()
+    for _ in range(presses):
+        handle.press("ArrowRight")
+
+
+def test_fresh_machine_opens_on_demo_star_offline(page):
+    n, model_sum, shaded = state(page)
+    assert n == 3909 and model_sum > 3000 and shaded == 0
+    sync_api.expect(page.get_by_text("SIMULATED Solar-type dwarf").first).to_be_visible()
+    sync_api.expect(page.get_by_text("Teff (K)")).to_be_visible()
+    assert page.foreign == [] and page.page_errors == []
+
+
+def test_slider_updates_model_data_in_browser(page):
+    _, before, _ = state(page)
+    nudge_teff(page)
+    wait_until(lambda: abs(state(page)[1] - before) > 1e-3, message="the model to change", page=page)
+    assert page.page_errors == []
+
+
+def test_element_selection_shades_pixels_and_zoom(page):
+    element = page.locator("select").filter(has=page.locator("option", has_text="(none)"))
+    element.select_option(label="Mg")
+    wait_until(lambda: state(page)[2] > 10, message="shaded Mg pixels", page=page)
+    page.get_by_role("button", name="Mg b").click()
+    page.get_by_role("button", name="Strongest Mg lines").click()
+    page.wait_for_timeout(600)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size > 20_000
+    assert page.page_errors == []
+
+
+def test_bad_upload_shows_error_and_session_survives(page):
+    page.locator("input[type=file]").set_input_files(files=[{
+        "name": "broken.fits", "mimeType": "application/octet-stream", "buffer": b"SIMPLE  = junk" * 50}])
+    sync_api.expect(page.locator(".alert-danger", has_text="broken.fits")).to_be_visible(timeout=10_000)
+    wait_until(lambda: state(page)[0] == 0, message="the plot to clear", page=page)
+    _, before, _ = state(page)
+    nudge_teff(page)  # the model still follows the sliders on the emulator's grid
+    wait_until(lambda: abs(state(page)[1] - before) > 1e-3, message="the model to change", page=page)
+    demo = page.locator("select").filter(has=page.locator("option", has_text="choose a demo star"))
+    demo.select_option(label="K giant (simulated)")
+    wait_until(lambda: state(page)[0] == 3909, message="the K giant", page=page)
+    sync_api.expect(page.locator(".alert-danger")).to_be_hidden()
+
+
+def test_two_sessions_are_isolated(browser, server_url):
+    a, b = open_page(browser, server_url), open_page(browser, server_url)
+    try:
+        sa, sb = state(a)[1], state(b)[1]
+        nudge_teff(a, presses=5)
+        wait_until(lambda: abs(state(a)[1] - sa) > 1e-3, message="session A's model to change", page=a)
+        b.wait_for_timeout(500)
+        assert state(b)[1] == sb  # B did not move
+        element = b.locator("select").filter(has=b.locator("option", has_text="(none)"))
+        element.select_option(label="Ba")
+        wait_until(lambda: state(b)[2] > 0, message="B's Ba shading", page=b)
+        assert state(a)[2] == 0
+    finally:
+        a.context.close()
+        b.context.close()
