@@ -1,0 +1,228 @@
+"""``fit_spectrum``: one observed spectrum → :class:`FitResult`.
+
+Pipeline: preprocess (``preprocess.prepare``) → RV and template first guess
+(``optimize.rv_first_guess``) → CMA-ES over the free labels in the search box
+(``optimize.run_cmaes``) → Levenberg–Marquardt polish with the emulator's Jacobian, whose
+Fisher matrix gives the Cramér–Rao covariance → optionally emcee (``mcmc.run_emcee``) →
+per-element diagnostics (``diagnostics.element_diagnostics``) → flags.
+
+Deterministic given ``seed`` (CMA-ES, the walkers' start and emcee's moves all draw from
+it). ``cancel`` (anything with ``is_set()``, e.g. ``threading.Event``) is checked before
+every emulator call and every MCMC step; a set event raises :class:`FitCancelled`.
+``progress(stage, fraction)`` is called as the fit goes (stages: prepare, rv, cmaes,
+polish, mcmc, diagnostics, done).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import labels as L
+from ..io import Spectrum, read_spectrum
+from .diagnostics import covariance, element_diagnostics
+from .likelihood import FitCancelled, Likelihood, check_cancel
+from .optimize import levenberg_marquardt, run_cmaes, rv_first_guess, search_box
+from .preprocess import FitInputError, prepare
+from .result import FitResult
+
+__all__ = ["fit_spectrum", "FLAGS", "METHODS", "FitCancelled", "FitInputError", "parse_fix", "parse_prior"]
+
+METHODS = ("cmaes", "mcmc", "both")
+
+#: every flag a fit can carry, with its meaning
+FLAGS = {
+    "noise_estimated": "the input had no usable errors; the noise was estimated with DER_SNR",
+    "resolution_assumed": "the input did not state its resolution; the model's R was assumed",
+    "partial_coverage": "the spectrum covers less than 90 % of the model's wavelength range",
+    "many_masked_pixels": "more than 30 % of the covered pixels are masked",
+    "low_snr": "median S/N per pixel below 10",
+    "out_of_domain": "the best fit lies outside the emulator's training domain (values are extrapolations)",
+    "at_bound:<label>": "the optimum sits on the edge of the search box for this label",
+    "poor_fit": "reduced chi2 above 3: the model does not describe the spectrum",
+    "mcmc_not_converged": "the chain stopped at the step cap before 50 autocorrelation times",
+    "unconstrained:<labels>": "abundances the spectrum cannot constrain (reported as NaN)",
+}
+_IDX = {n: i for i, n in enumerate(L.label_names())}
+
+
+def parse_fix(items) -> dict[str, float]:
+    """``["teff=5000", ...]`` or {name: value} → {canonical name: value}."""
+    if isinstance(items, dict):
+        return {L.canonical_name(k): float(v) for k, v in items.items()}
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--fix expects NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[L.canonical_name(k)] = float(v)
+    return out
+
+
+def parse_prior(items) -> dict[str, tuple[float, float]]:
+    """``["logg=4.4,0.1", ...]`` or {name: (mean, sigma)} → {canonical name: (mean, sigma)}."""
+    pairs = items.items() if isinstance(items, dict) else []
+    out = {}
+    for k, v in pairs:
+        out[L.canonical_name(k)] = (float(v[0]), float(v[1]))
+    if not isinstance(items, dict):
+        for item in items or []:
+            try:
+                k, v = item.split("=", 1)
+                mu, sig = (float(x) for x in v.split(","))
+            except ValueError:
+                raise ValueError(f"--prior expects NAME=MEAN,SIGMA, got {item!r}") from None
+            out[L.canonical_name(k)] = (mu, sig)
+    for k, (_, sig) in out.items():
+        if not sig > 0:
+            raise ValueError(f"prior on {k}: sigma must be positive, got {sig}")
+    return out
+
+
+def _load(emulator, device):
+    if emulator is None or isinstance(emulator, str):
+        from ..emulator import load_emulator
+
+        return load_emulator(path=emulator, device=device or "auto")
+    return emulator
+
+
+def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, priors=None, seed: int = 0,
+                 device: str | None = None, progress=None, cancel=None, *, resolution: float | None = None,
+                 fwhm: float | None = None, air: bool | None = None, masks="all", extra_masks=None,
+                 cmaes_evals: int = 3000, restarts: int = 1, polish: bool = True, mcmc_max_steps: int = 20000,
+                 n_tau: float = 50.0, nwalkers: int | None = None, keep_chain: bool = False) -> FitResult:
+    """Fit the 32 labels of one spectrum.
+
+    Parameters
+    ----------
+    spectrum : a :class:`~phdlspec_app.io.Spectrum` or a path (read with ``read_spectrum``; ``air``
+        overrides the file's medium)
+    emulator : any object with the emulator API; None or a path loads one with
+        ``emulator.load_emulator(path, device)``
+    method : "cmaes" (CMA-ES + polish; Cramér–Rao errors), "mcmc" or "both" (emcee from the
+        optimum; medians and 16/84 percentiles)
+    fix : {label: value} held fixed (units K, dex, km/s); priors : {label: (mean, sigma)}
+    seed : makes the fit deterministic; device : for loading the emulator (``auto``/cpu/cuda)
+    progress : callable(stage, fraction); cancel : Event-like, stops the fit promptly
+    resolution / fwhm : the observation's resolving power or LSF FWHM (Å), overriding the header
+    masks, extra_masks : user masks (see ``masks``); cmaes_evals, restarts : CMA-ES budget;
+    mcmc_max_steps, n_tau, nwalkers, keep_chain : emcee settings
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    t0 = time.perf_counter()
+    timings = {}
+    say = progress or (lambda stage, frac: None)
+    if not isinstance(spectrum, Spectrum):
+        spectrum = read_spectrum(spectrum, air=air)
+    emu = _load(emulator, device)
+    fix = parse_fix(fix or {})
+    priors = parse_prior(priors or {})
+    check_cancel(cancel)
+    say("prepare", 0.0)
+    prep = prepare(spectrum, emu.wavelength, float(getattr(emu, "resolution", 1800.0)), resolution=resolution,
+                   fwhm=fwhm, masks=masks, extra_masks=extra_masks)
+    timings["prepare"] = time.perf_counter() - t0
+
+    base = L.defaults()
+    for k, v in fix.items():
+        base[_IDX[k]] = v
+    free = np.array([i for i, n in enumerate(L.label_names()) if n not in fix], int)
+    if free.size == 0:
+        raise ValueError("every label is fixed: nothing to fit")
+    prior_idx = {_IDX[k]: v for k, v in priors.items() if k not in fix}
+    lik = Likelihood(emu, prep, free, base, prior_idx, cancel=cancel)
+    lo_all, hi_all = search_box(emu)
+
+    # first guess: templates × RV grid
+    say("rv", 0.0)
+    t = time.perf_counter()
+    rv_fixed = "rv" in fix
+    rvr = (fix["rv"], fix["rv"]) if rv_fixed else (lo_all[_IDX["rv"]], hi_all[_IDX["rv"]])
+    guess = rv_first_guess(lik, rv_range=rvr, fixed={_IDX[k]: v for k, v in fix.items()})
+    start = guess["labels"]
+    start[list(_IDX[k] for k in fix)] = [fix[k] for k in fix]
+    for k, (mu, _) in prior_idx.items():
+        start[k] = mu
+    if not rv_fixed:
+        j = _IDX["rv"]
+        lo_all[j] = max(lo_all[j], guess["rv"] - 100.0)
+        hi_all[j] = min(hi_all[j], guess["rv"] + 100.0)
+    lo, hi = lo_all[free], hi_all[free]
+    x0 = np.clip(start[free], lo, hi)
+    timings["rv"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cm = run_cmaes(lik, x0, lo, hi, seed=seed, max_evals=cmaes_evals, restarts=restarts, progress=say)
+    timings["cmaes"] = time.perf_counter() - t
+    t = time.perf_counter()
+    lm = levenberg_marquardt(lik, cm["theta"], lo, hi, max_iter=40 if polish else 0, progress=say)
+    timings["polish"] = time.perf_counter() - t
+    theta, F = lm["theta"], lm["fisher"]
+    cov = covariance(F)
+    sig = np.sqrt(np.diag(cov))
+
+    best = lik.full(theta)[0]
+    err_lo = np.zeros(32)
+    err_hi = np.zeros(32)
+    err_lo[free] = err_hi[free] = sig
+    mc = None
+    samples = None
+    model, jac = lm["model"], lm["jacobian"]
+    if method in ("mcmc", "both"):
+        from .mcmc import run_emcee
+
+        t = time.perf_counter()
+        ok = np.isfinite(sig)
+        cov_start = np.where(np.isfinite(cov), cov, 0.0)
+        cov_start[~ok, ~ok] = ((hi - lo)[~ok] * 0.05) ** 2
+        mc = run_emcee(lik, theta, cov_start, lo, hi, seed=seed, nwalkers=nwalkers, n_tau=n_tau,
+                       max_steps=mcmc_max_steps, keep_chain=keep_chain, progress=say)
+        timings["mcmc"] = time.perf_counter() - t
+        best = lik.full(mc["median"])[0]
+        err_lo[free] = mc["median"] - mc["p16"]
+        err_hi[free] = mc["p84"] - mc["median"]
+        samples = mc.pop("samples")
+        model, jac, F = lik.fisher(best)
+    check_cancel(cancel)
+    say("diagnostics", 0.0)
+    t = time.perf_counter()
+    elements = element_diagnostics(lik, best, model, jac, F)
+    timings["diagnostics"] = time.perf_counter() - t
+
+    g = prep.good
+    chi2 = float(((prep.y - model) ** 2 * np.where(g, prep.ivar_y, 0.0)).sum())
+    chi2_red = chi2 / lik.dof
+    flags = list(prep.flags)
+    if not bool(np.asarray(emu.in_domain(best[None]))[0]):
+        flags.append("out_of_domain")
+    span = hi - lo
+    for j, i in enumerate(free):
+        name = L.LABELS[i].name
+        if name in ("rv", "vbroad"):
+            continue
+        if span[j] > 0 and (theta[j] - lo[j] < 1e-3 * span[j] or hi[j] - theta[j] < 1e-3 * span[j]):
+            flags.append(f"at_bound:{name}")
+    if chi2_red > 3.0:
+        flags.append("poor_fit")
+    if mc is not None and not mc["converged"]:
+        flags.append("mcmc_not_converged")
+    unc = [k for k, d in elements.items() if not d.constrained]
+    if unc:
+        flags.append("unconstrained:" + ",".join(unc))
+    names = L.label_names()
+    err_lo_d = {n: float(err_lo[i]) for i, n in enumerate(names)}
+    err_hi_d = {n: float(err_hi[i]) for i, n in enumerate(names)}
+    timings["total"] = time.perf_counter() - t0
+    say("done", 1.0)
+    info = {**prep.info, "rv_guess": guess["rv"], "template": guess["template"], "cmaes_evals": cm["evals"],
+            "cmaes_runs": cm["runs"], "polish_iterations": lm["iterations"], "emulator_evals": lik.n_evals}
+    return FitResult(
+        labels=L.to_dict(best), err_lo=err_lo_d, err_hi=err_hi_d, method=method, chi2=chi2,
+        chi2_reduced=float(chi2_red), n_pixels=prep.n_good, n_free=lik.ndim, snr=prep.snr, flags=flags,
+        elements=elements, fixed=sorted(fix), priors={k: v for k, v in priors.items()},
+        free_names=lik.names(), wavelength=prep.wavelength, observed=prep.y, model=np.asarray(model),
+        ivar=prep.ivar_y, good=prep.good, mcmc={k: v for k, v in mc.items() if k not in ("chain",)} if mc else None,
+        samples=samples, chain=mc.get("chain") if mc else None, meta=dict(prep.meta), info=info, timings=timings)
+

@@ -1,0 +1,132 @@
+"""The likelihood: emulator → model LSF → pseudo-continuum → χ², with fixed labels and priors.
+
+χ²(θ) = Σ_good ivar_y (y − m(θ))² with m(θ) = B f(θ) / C[B f(θ)] (see ``preprocess``),
+plus Σ ((θ_k − μ_k)/σ_k)² over Gaussian priors. The free labels are a subset of the 32
+schema labels; the others are held at their fixed values. Every evaluation of a
+population (CMA-ES) or of all walkers (emcee) is one batched emulator call.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from .. import labels as L
+from .preprocess import Prepared
+
+__all__ = ["Likelihood", "FitCancelled", "check_cancel"]
+
+
+class FitCancelled(RuntimeError):
+    """The caller's cancel event was set; the fit stopped."""
+
+
+def check_cancel(cancel) -> None:
+    """Raise :class:`FitCancelled` if ``cancel`` (anything with ``is_set()``) is set."""
+    if cancel is not None and cancel.is_set():
+        raise FitCancelled("fit cancelled")
+
+
+class Likelihood:
+    """χ² of labels against one prepared observation.
+
+    Parameters
+    ----------
+    emulator : any object with the emulator API (``__call__``, ``jacobian``)
+    prep : the :class:`~phdlspec_app.fitting.preprocess.Prepared` observation
+    free : indices (schema order) of the labels that vary
+    base : (32,) values of every label (fixed ones keep theirs)
+    priors : {index: (mean, sigma)} Gaussian priors, in label units
+    batch_size : the most label vectors per emulator call (bounds memory)
+    cancel : an Event-like object checked before every emulator call
+    """
+
+    def __init__(self, emulator, prep: Prepared, free, base, priors=None, batch_size: int = 1024, cancel=None):
+        self.emu = emulator
+        self.prep = prep
+        self.free = np.asarray(free, int)
+        self.base = np.asarray(base, float).copy()
+        self.priors = dict(priors or {})
+        self.batch_size = int(batch_size)
+        self.cancel = cancel if cancel is not None else threading.Event()
+        self.n_evals = 0
+        self._y = torch.as_tensor(prep.y)
+        self._w = torch.as_tensor(np.where(prep.good, prep.ivar_y, 0.0))
+        p_idx = [k for k in self.priors]
+        self._prior_free = [(int(np.nonzero(self.free == k)[0][0]), *self.priors[k]) for k in p_idx
+                            if k in set(self.free.tolist())]
+
+    @property
+    def ndim(self) -> int:
+        return int(self.free.size)
+
+    @property
+    def dof(self) -> int:
+        return max(1, self.prep.n_good - self.ndim)
+
+    def full(self, theta: np.ndarray) -> np.ndarray:
+        """Free-label vectors (N, ndim) → full label vectors (N, 32)."""
+        th = np.atleast_2d(np.asarray(theta, float))
+        out = np.tile(self.base, (th.shape[0], 1))
+        out[:, self.free] = th
+        return out
+
+    def model(self, labels: np.ndarray) -> torch.Tensor:
+        """(N, 32) labels → (N, P) model observable (float64 torch, CPU)."""
+        labels = np.atleast_2d(labels)
+        out = []
+        for s in range(0, labels.shape[0], self.batch_size):
+            check_cancel(self.cancel)
+            f = self.emu(labels[s:s + self.batch_size])
+            out.append(torch.as_tensor(np.asarray(f, dtype=np.float64)).reshape(-1, self._y.numel()))
+        self.n_evals += labels.shape[0]
+        return self.prep.model_observable(torch.cat(out))
+
+    def chi2_labels(self, labels: np.ndarray) -> np.ndarray:
+        """(N, 32) → (N,) data χ² (no priors); non-finite models give +inf."""
+        m = self.model(labels)
+        c = (((self._y - m) ** 2) * self._w).sum(-1).numpy()
+        return np.where(np.isfinite(c), c, np.inf)
+
+    def prior_chi2(self, theta: np.ndarray) -> np.ndarray:
+        th = np.atleast_2d(theta)
+        out = np.zeros(th.shape[0])
+        for j, mu, sig in self._prior_free:
+            out += ((th[:, j] - mu) / sig) ** 2
+        return out
+
+    def objective(self, theta: np.ndarray) -> np.ndarray:
+        """(N, ndim) free labels → (N,) χ² + prior penalty."""
+        th = np.atleast_2d(theta)
+        return self.chi2_labels(self.full(th)) + self.prior_chi2(th)
+
+    def jacobian(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Model observable m (P,) and its Jacobian (32, P) at one (32,) label vector,
+        through the LSF and the pseudo-continuum: d(b/C[b]) = db/C[b] − b C[db]/C[b]²."""
+        check_cancel(self.cancel)
+        lab = np.asarray(labels, float)[None]
+        f = torch.as_tensor(np.asarray(self.emu(lab), dtype=np.float64)).reshape(1, -1)
+        j = torch.as_tensor(np.asarray(self.emu.jacobian(lab), dtype=np.float64)).reshape(-1, f.shape[-1])
+        bm = self.prep.broaden_model
+        b, db = bm.apply(f)[0], bm.apply(j)
+        cont = self.prep.continuum
+        cb = cont(b)
+        m = b / cb
+        dm = db / cb - b * cont(db) / cb**2
+        self.n_evals += 1
+        return m.numpy(), dm.numpy()
+
+    def fisher(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(m (P,), J (32, P), F (ndim, ndim)): the Fisher matrix Jᵀ C⁻¹ J over the free
+        labels plus the Gaussian priors' 1/σ²."""
+        m, jac = self.jacobian(labels)
+        w = self._w.numpy()
+        jf = jac[self.free]
+        F = (jf * w) @ jf.T
+        for j, _, sig in self._prior_free:
+            F[j, j] += 1.0 / sig**2
+        return m, jac, F
+
+    def names(self) -> list[str]:
+        return [L.LABELS[i].name for i in self.free]

@@ -1,0 +1,200 @@
+"""Optimisation: search box, radial-velocity first guess, CMA-ES with restarts, and a
+Levenberg–Marquardt polish with the emulator's Jacobian.
+
+- The search box is the schema's physical range intersected with the emulator's
+  training domain (a neural emulator extrapolates badly, so CMA-ES never leaves it);
+  ``rv`` is searched within ±``rv_halfwidth`` of the cross-correlation guess.
+- RV first guess: χ² of a few template stars (dwarf, giant, metal-poor turn-off, cool
+  dwarf; [X/Fe] on the Galactic trend) over a velocity grid, all in batched emulator
+  calls, then a finer grid and a parabola through the minimum. Minimising χ² with the
+  pseudo-continuum operator is the cross-correlation that respects masks and noise.
+- CMA-ES (``cma``, Hansen 2016, arXiv:1604.00772) in coordinates scaled to the box
+  ([0, 1] per label), each generation one batched call; IPOP restarts (population
+  doubled, Auger & Hansen 2005) with a new seed, keeping the best.
+- Levenberg–Marquardt on the Gauss–Newton system Jᵀ C⁻¹ J δ = Jᵀ C⁻¹ r from the
+  emulator's exact Jacobian (torch autograd inside the emulator), converging the nearly
+  linear abundance directions in a few steps; its final Fisher matrix gives the
+  Cramér–Rao (Laplace) covariance.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import labels as L
+from ..physics import grid as _grid
+from .likelihood import Likelihood, check_cancel
+
+__all__ = ["search_box", "rv_first_guess", "run_cmaes", "levenberg_marquardt", "TEMPLATES"]
+
+_IDX = {n: i for i, n in enumerate(L.label_names())}
+
+#: template stars for the RV first guess (and CMA-ES's starting point): teff, logg, fe_h
+TEMPLATES = ((5800.0, 4.4, 0.0), (4700.0, 2.5, -0.3), (6300.0, 4.1, -1.5), (4400.0, 4.6, 0.0))
+
+
+def _training_box() -> dict[str, tuple[float, float]]:
+    """The emulator training domain's bounding box (``physics.grid.GridSpec``): Teff,
+    [Fe/H], vmic boxes; log g over the HR envelope; [X/Fe] over trend ± half-width."""
+    spec = _grid.GridSpec()
+    env = getattr(_grid, "logg_envelope", None) or getattr(_grid, "_logg_envelope")
+    t = np.linspace(*spec.teff, 301)
+    glo, ghi = env(t)
+    box = {"teff": spec.teff, "fe_h": spec.fe_h, "vmic": spec.vmic,
+           "logg": (float(np.min(glo)), float(np.max(ghi)))}
+    trend = _grid.galactic_trend(np.linspace(*spec.fe_h, 301))
+    for name, c in trend.items():
+        box[name] = (float(c.min()) - spec.xfe_halfwidth, float(c.max()) + spec.xfe_halfwidth)
+    return box
+
+
+def search_box(emulator=None, vbroad_max: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi), each (32,): schema range ∩ the emulator's training box (from
+    ``emulator.domain_box`` — a {name: (lo, hi)} dict — when it has one, else the grid's).
+    ``vbroad`` is capped at ``vbroad_max`` km/s (above it R = 1800 spectra of FGK stars
+    carry little more information and the search would waste evaluations)."""
+    lo = np.array([lab.lo for lab in L.LABELS])
+    hi = np.array([lab.hi for lab in L.LABELS])
+    box = getattr(emulator, "domain_box", None)
+    box = dict(box) if box else _training_box()
+    box.setdefault("vbroad", (0.0, vbroad_max))
+    for name, (a, b) in box.items():
+        j = _IDX[L.canonical_name(name)]
+        lo[j], hi[j] = max(lo[j], a), min(hi[j], b)
+    return lo, hi
+
+
+def template_labels() -> np.ndarray:
+    """(T, 32) template label vectors with [X/Fe] on the Galactic trend."""
+    out = np.tile(L.defaults(), (len(TEMPLATES), 1))
+    for k, (t, g, z) in enumerate(TEMPLATES):
+        out[k, _IDX["teff"]], out[k, _IDX["logg"]], out[k, _IDX["fe_h"]] = t, g, z
+        for name, v in _grid.galactic_trend(np.array([z])).items():
+            out[k, _IDX[name]] = v[0]
+    return out
+
+
+def rv_first_guess(lik: Likelihood, rv_range=(-600.0, 600.0), coarse_step: float = 15.0,
+                   fine_step: float = 1.5, fixed: dict | None = None) -> dict:
+    """Best template and RV (km/s) by a χ² scan; returns {'rv', 'labels' (32,), 'chi2',
+    'template'}. ``fixed`` {schema index: value} overrides the templates' labels. Costs
+    T × (coarse + fine) emulator evaluations in batched calls."""
+    tmpl = template_labels()
+    for i, v in (fixed or {}).items():
+        tmpl[:, i] = v
+    j = _IDX["rv"]
+    grid = np.arange(rv_range[0], rv_range[1] + 1e-9, coarse_step)
+    lab = np.repeat(tmpl, grid.size, axis=0)
+    lab[:, j] = np.tile(grid, len(tmpl))
+    chi = lik.chi2_labels(lab).reshape(len(tmpl), grid.size)
+    k, i = np.unravel_index(np.argmin(chi), chi.shape)
+    fine = np.arange(grid[i] - 1.5 * coarse_step, grid[i] + 1.5 * coarse_step + 1e-9, fine_step)
+    fine = fine[(fine >= rv_range[0]) & (fine <= rv_range[1])]
+    lab = np.repeat(tmpl[k:k + 1], fine.size, axis=0)
+    lab[:, j] = fine
+    cf = lik.chi2_labels(lab)
+    m = int(np.argmin(cf))
+    rv = float(fine[m])
+    if 0 < m < fine.size - 1:  # parabola through the minimum
+        a, b, c = cf[m - 1], cf[m], cf[m + 1]
+        den = a - 2 * b + c
+        if den > 0:
+            rv += 0.5 * fine_step * (a - c) / den
+    best = tmpl[k].copy()
+    best[j] = rv
+    return {"rv": rv, "labels": best, "chi2": float(cf[m]), "template": TEMPLATES[k]}
+
+
+def run_cmaes(lik: Likelihood, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, seed: int = 1,
+              sigma0: float = 0.15, popsize: int | None = None, restarts: int = 2,
+              max_evals: int = 20000, tolfun: float = 0.5, progress=None) -> dict:
+    """Minimise ``lik.objective`` over the free labels in [lo, hi] (free-label arrays).
+
+    Coordinates are scaled to [0, 1] per label; ``sigma0`` is the initial step in those
+    units. IPOP: after the first run, up to ``restarts`` more with the population doubled
+    each time and seed + k, stopping early when a restart does not improve the best χ² by
+    more than 1. ``tolfun`` (χ² units) ends a run whose best values stop changing.
+    Returns {'theta', 'fun', 'evals', 'runs'}.
+    """
+    import cma
+
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    u0 = np.clip((np.asarray(x0, float) - lo) / span, 1e-3, 1 - 1e-3)
+    best_u, best_f, evals, runs = u0, float(lik.objective(lo + u0 * span)[0]), 1, []
+    pop = popsize or 4 + int(3 * np.log(max(lik.ndim, 1)))
+    for k in range(restarts + 1):
+        budget = max_evals - evals
+        if budget < 10 * pop:
+            break
+        opts = {"seed": int(seed) * 1000 + k + 1, "popsize": pop, "verbose": -9,
+                "maxfevals": budget, "tolfun": tolfun, "tolfunhist": tolfun, "tolx": 1e-5}
+        es = cma.CMAEvolutionStrategy(best_u if k else u0, sigma0 if k == 0 else 2 * sigma0, opts)
+        while not es.stop():
+            check_cancel(lik.cancel)
+            X = np.array(es.ask())
+            # the objective is extended outside the box by mirroring (cheaper than cma's
+            # BoundTransform, ~40 % of a generation's time at 32 dimensions)
+            f = lik.objective(lo + _mirror(X) * span)
+            es.tell(list(X), list(f))
+            evals += len(X)
+            if progress:
+                progress("cmaes", min(1.0, evals / max_evals))
+        f_run = float(es.result.fbest)
+        runs.append({"popsize": pop, "fbest": f_run, "evals": int(es.result.evaluations),
+                     "stop": {kk: str(v) for kk, v in es.stop().items()}})
+        improved = f_run < best_f - 1.0
+        if f_run < best_f:
+            best_f, best_u = f_run, _mirror(np.asarray(es.result.xbest))
+        if k > 0 and not improved:
+            break
+        pop *= 2
+    return {"theta": lo + best_u * span, "fun": best_f, "evals": evals, "runs": runs}
+
+
+def _mirror(u: np.ndarray) -> np.ndarray:
+    """Reflect coordinates into [0, 1] (period 2: 1.2 → 0.8, -0.1 → 0.1)."""
+    r = np.mod(u, 2.0)
+    return np.where(r > 1.0, 2.0 - r, r)
+
+
+def levenberg_marquardt(lik: Likelihood, theta0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                        max_iter: int = 40, rtol: float = 1e-4, progress=None) -> dict:
+    """Polish free labels by Levenberg–Marquardt within [lo, hi] (free-label arrays).
+
+    Returns {'theta', 'fun', 'fisher' (at theta), 'model' (P,), 'jacobian' (32, P), 'iterations'}.
+    """
+    theta = np.clip(np.asarray(theta0, float), lo, hi)
+    y = lik.prep.y
+    w = np.where(lik.prep.good, lik.prep.ivar_y, 0.0)
+    m, jac, F = lik.fisher(lik.full(theta)[0])
+    fun = float(((y - m) ** 2 * w).sum() + lik.prior_chi2(theta)[0])
+    lam, it = 1e-3, 0
+    for it in range(1, max_iter + 1):
+        check_cancel(lik.cancel)
+        jf = jac[lik.free]
+        g = (jf * w) @ (y - m)
+        for j, mu, sig in lik._prior_free:
+            g[j] -= (theta[j] - mu) / sig**2
+        improved = False
+        for _ in range(8):
+            A = F + lam * np.diag(np.maximum(np.diag(F), 1e-12))
+            try:
+                step = np.linalg.solve(A, g)
+            except np.linalg.LinAlgError:
+                step = np.linalg.lstsq(A, g, rcond=None)[0]
+            trial = np.clip(theta + step, lo, hi)
+            f_trial = float(lik.objective(trial[None])[0])
+            if np.isfinite(f_trial) and f_trial < fun:
+                improved = True
+                break
+            lam *= 4.0
+        if not improved:
+            break
+        gain = fun - f_trial
+        theta, fun, lam = trial, f_trial, max(lam / 3.0, 1e-7)
+        m, jac, F = lik.fisher(lik.full(theta)[0])
+        if progress:
+            progress("polish", it / max_iter)
+        if gain < rtol * max(fun, 1.0):
+            break
+    return {"theta": theta, "fun": fun, "fisher": F, "model": m, "jacobian": jac, "iterations": it}

@@ -1,0 +1,64 @@
+"""Fitting: uncertainty calibration (pulls over noise realizations) and MCMC convergence,
+on the TEST DOUBLE of ``tests/fitting_double.py``. Split from test_fitting_inference.py
+to keep each file under a minute on the shared 2-core machine.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fitting_double import LineDouble, noisy_spectrum
+from phdlspec_app import labels as L
+from phdlspec_app.fitting.diagnostics import covariance
+from phdlspec_app.fitting.fit import fit_spectrum
+from phdlspec_app.fitting.likelihood import Likelihood
+from phdlspec_app.fitting.optimize import levenberg_marquardt, search_box
+from phdlspec_app.fitting.preprocess import prepare
+from test_fitting_inference import QUICK_FIX, TRUTH
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def emu():
+    return LineDouble()
+
+
+def test_uncertainties_are_calibrated_over_noise_realizations(emu):
+    """Pull (fit − truth)/σ_CR over 40 noise draws per label: std within 0.7–1.3 (the std of
+    40 draws has a 1σ sampling error of 0.11; the issue's bar, 0.8–1.25, needs the benchmark)."""
+    free_names = ["teff", "logg", "vmic", "rv", "fe_h", "mg_fe", "ca_fe"]
+    tv = L.to_vector(TRUTH)
+    free = np.array([L.get_label(n).index for n in free_names])
+    lo, hi = search_box(emu)
+    lo[4], hi[4] = -600, 600
+    pulls = []
+    for seed in range(40):
+        s = noisy_spectrum(emu, TRUTH, 30, seed=100 + seed)
+        lik = Likelihood(emu, prepare(s, emu.wavelength), free, tv)
+        res = levenberg_marquardt(lik, tv[free], lo[free], hi[free])
+        sig = np.sqrt(np.diag(covariance(res["fisher"])))
+        pulls.append((res["theta"] - tv[free]) / sig)
+    std = np.std(pulls, axis=0)
+    assert np.all((std > 0.7) & (std < 1.3)), dict(zip(free_names, std.round(2)))
+    assert np.all(np.abs(np.mean(pulls, axis=0)) < 0.5)
+
+
+def test_mcmc_converges_and_agrees_with_the_cramer_rao_errors(emu):
+    s = noisy_spectrum(emu, TRUTH, 50, seed=21)
+    fix = {**QUICK_FIX, "vbroad": 10.0, "vmic": 1.3}
+    r = fit_spectrum(s, emu, method="mcmc", fix=fix, seed=2, cmaes_evals=600, mcmc_max_steps=6000, nwalkers=12)
+    m = r.mcmc
+    assert m["converged"] and m["steps"] >= 50 * np.max(m["tau"])
+    assert 0.1 < m["acceptance"] < 0.8
+    lik_free = r.free_names
+    assert set(lik_free) == {"teff", "logg", "rv", "fe_h", "mg_fe"}
+    r2 = fit_spectrum(s, emu, method="cmaes", fix=fix, seed=2, cmaes_evals=600)
+    for name in lik_free:
+        mc = 0.5 * (r.err_lo[name] + r.err_hi[name])
+        assert 0.7 < mc / r2.err_lo[name] < 1.4, name
+        assert abs(r.labels[name] - TRUTH[name]) < 4 * mc, name
+    row = r.to_row()
+    assert "teff_err_lo" in row and "teff_err_hi" in row and "teff_err" not in row
+    assert row["mcmc_tau_max"] > 0
