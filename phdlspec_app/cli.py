@@ -158,7 +158,7 @@ def _cmd_grid(args) -> int:
     wl_range = None if args.wl_min is None else (args.wl_min, args.wl_max)
     spec = GridSpec(n=args.n, n_reference=args.reference_points, seed=args.seed, shard_size=args.shard_size,
                     wl_range=wl_range)
-    manifest = make_grid(args.output, spec, resume=args.resume, workers=args.workers)
+    manifest = make_grid(args.output, spec, resume=args.resume, workers=args.workers, float16=not args.float32)
     print(f"grid written: {manifest}")
     return 0
 
@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=50)
     p.add_argument("--workers", type=int, default=1, help="processes (one torch thread each)")
     p.add_argument("--resume", action="store_true", help="keep shards already written (checked by sha256)")
+    p.add_argument("--float32", action="store_true",
+                   help="store float32 shards (default: float16, small enough to commit; see pack_grid)")
     p.add_argument("--wl-min", type=float, help="restrict to a window (tests, previews)")
     p.add_argument("--wl-max", type=float)
     p.add_argument("-o", "--output", required=True, help="output folder")

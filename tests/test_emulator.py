@@ -230,3 +230,22 @@ def test_the_gradient_term_teaches_the_derivative_the_flux_alone_does_not_pin_do
         without = cosine(0.0, f"{d}/n.safetensors")
     assert with_prior > 0.9
     assert with_prior > without + 0.3
+
+
+def test_phdlspec_train_on_a_small_engine_grid_end_to_end(tmp_path, shared_dir):
+    """`phdlspec grid` (ab initio, a 40 Å window) then `phdlspec train`, then the model file."""
+    from phdlspec_app.cli import main
+
+    grid = tmp_path / "grid"
+    assert main(["grid", "-n", "11", "--reference-points", "1", "--shard-size", "6", "--wl-min", "5160",
+                 "--wl-max", "5200", "-o", str(grid)]) == 0
+    model = tmp_path / "m.safetensors"
+    assert main(["train", "--grid", str(grid), "-o", str(model), "--epochs", "4", "--batch", "4",
+                 "--d-model", "16", "--checkpoint-every", "2"]) == 0
+    emu = load_emulator(model, device="cpu")
+    card = emu.card["training"]
+    assert card["n_train_spectra"] == 10 and card["n_reference"] == 1   # index 10 is held out
+    assert emu.wavelength.size == 34 and 5160 < emu.wavelength[0] < 5161.2
+    f = emu(L.defaults())
+    assert f.shape == (34,) and np.isfinite(f).all()
+    assert main(["train", "--grid", str(tmp_path / "absent"), "-o", str(model)]) == 2

@@ -4,6 +4,8 @@ import json
 import numpy as np
 import pytest
 
+from phdlspec_app.paths import sha256_file
+
 from phdlspec_app import labels as L
 from phdlspec_app.physics.grid import GridSpec, galactic_trend, make_grid, read_grid, sample_labels
 
@@ -71,3 +73,36 @@ def test_training_and_reference_shards_are_interleaved(tmp_path):
     assert [name for _, name, _ in jobs] == ["shard_00000.npz", "reference_00000.npz", "shard_00001.npz",
                                             "reference_00001.npz", "shard_00002.npz"]
     assert [len(lab) for *_, lab in jobs] == [2, 1, 2, 1, 2]
+
+
+def test_packed_float16_grid_reads_back_within_quantization_and_grows_incrementally(tmp_path):
+    from phdlspec_app.physics.grid import _atomic_savez, _write_manifest, pack_grid
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    src.mkdir()
+    lab = sample_labels(GridSpec(n=4))
+    wl = np.linspace(5000, 5100, 50)
+    flux = rng.uniform(0.3, 1.0, (4, 50)).astype(np.float32)
+    jac = (rng.normal(0, 1, (2, 30, 50)) * np.logspace(-6, -1, 30)[None, :, None]).astype(np.float32)
+    _atomic_savez(src / "shard_00000.npz", labels=lab[:2], flux=flux[:2], wavelength=wl)
+    _atomic_savez(src / "reference_00000.npz", labels=lab[:2], flux=flux[:2], jacobian=jac,
+                  wrt=np.array([f"l{i}" for i in range(30)]), wavelength=wl)
+    files = {n: {"sha256": sha256_file(src / n), "n": 2} for n in ("shard_00000.npz", "reference_00000.npz")}
+    _write_manifest(src / "manifest.json", {"spec": {}, "files": files})
+    dst = tmp_path / "packed"
+    assert pack_grid(src, dst) == ["reference_00000.npz", "shard_00000.npz"]
+    # the grid grows by one shard: only that one is packed
+    _atomic_savez(src / "shard_00001.npz", labels=lab[2:], flux=flux[2:], wavelength=wl)
+    files["shard_00001.npz"] = {"sha256": sha256_file(src / "shard_00001.npz"), "n": 2}
+    _write_manifest(src / "manifest.json", {"spec": {}, "files": files})
+    (src / "shard_00002.npz").write_bytes(b"unfinished: not in the manifest")
+    assert pack_grid(src, dst) == ["shard_00001.npz"]
+    g = read_grid(dst)
+    assert np.abs(g["flux"] - flux).max() <= 2.5e-4
+    rel = np.abs(g["jacobian"] - jac).max(axis=-1) / np.abs(jac).max(axis=-1)
+    assert rel.max() < 1e-3          # every derivative to 3 digits, even those ~1e-6
+    assert g["wrt"][5] == "l5" and np.array_equal(g["labels"], lab)
+    (dst / "shard_00001.npz").write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="checksum"):
+        read_grid(dst)

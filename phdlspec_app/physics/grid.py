@@ -35,7 +35,7 @@ from .. import __version__
 from .. import labels as L
 from ..paths import sha256_file as _sha256
 
-__all__ = ["GridSpec", "sample_labels", "galactic_trend", "logg_envelope", "make_grid", "read_grid"]
+__all__ = ["GridSpec", "sample_labels", "galactic_trend", "logg_envelope", "make_grid", "read_grid", "pack_grid"]
 
 _IDX = {n: i for i, n in enumerate(L.label_names())}
 _ALPHA_LIKE = {"o_fe": 0.5, "mg_fe": 0.4, "si_fe": 0.35, "ca_fe": 0.3, "ti_fe": 0.3, "eu_fe": 0.4, "sc_fe": 0.15}
@@ -138,8 +138,11 @@ def _atomic_savez(path: Path, **arrays):
 
 
 def make_grid(out_dir, spec: GridSpec = GridSpec(), resume: bool = False, workers: int = 1,
-              progress: bool = True, synthesizer_kwargs: dict | None = None) -> Path:
+              progress: bool = True, synthesizer_kwargs: dict | None = None, float16: bool = True) -> Path:
     """Synthesize the grid into ``out_dir``; returns the manifest path.
+
+    ``float16`` (default) stores shards as ``pack_grid`` does — small enough to commit,
+    so that a grid made over several sessions is resumed from the repository itself.
 
     ``workers`` > 1 runs shards in separate processes (one torch thread each).
     """
@@ -166,6 +169,7 @@ def make_grid(out_dir, spec: GridSpec = GridSpec(), resume: bool = False, worker
                        "grid": "LAMOST log10 3.5682 + 1e-4 i, vacuum Angstrom"},
         "data_sha256": _data_checksums(), "files": dict(old.get("files") or {}),
         "synthesizer": _jsonable(synthesizer_kwargs or {}),
+        "storage": "float16 flux; float16 x float32 per-row scale for jacobians" if float16 else "float32",
     }
     kwargs = dict(synthesizer_kwargs or {})
     if spec.wl_range is not None:
@@ -175,7 +179,7 @@ def make_grid(out_dir, spec: GridSpec = GridSpec(), resume: bool = False, worker
         from tqdm.auto import tqdm
 
         bar = tqdm(total=sum(len(j[2]) for j in jobs), desc="grid", unit="star")
-    args = [(out, kind, name, lab, wl, spec.resolution, kwargs) for kind, name, lab in jobs]
+    args = [(out, kind, name, lab, wl, spec.resolution, kwargs, float16) for kind, name, lab in jobs]
     if workers > 1:
         import multiprocessing as mp
 
@@ -231,7 +235,7 @@ def _run_job(args):
 
     from .synthesize import Synthesizer
 
-    out, kind, name, lab, wl, resolution, kwargs = args
+    out, kind, name, lab, wl, resolution, kwargs, float16 = args
     key = json.dumps(_jsonable(kwargs), sort_keys=True)
     syn = _SYNTH_CACHE.get(key)
     if syn is None:
@@ -239,7 +243,7 @@ def _run_job(args):
     lab_t = torch.as_tensor(lab, dtype=torch.float64)
     if kind == "shard":
         flux = np.stack([syn.spectrum(row, resolution=resolution, wl_out=wl).detach().numpy() for row in lab_t])
-        _atomic_savez(out / name, labels=lab, flux=flux.astype(np.float32), wavelength=wl)
+        _atomic_savez(out / name, **_encode(lab, flux, wl, float16=float16))
     else:
         from .synthesize import DIFFERENTIAL_LABELS
 
@@ -248,9 +252,8 @@ def _run_job(args):
             p, j = syn.differential_spectra(row, DIFFERENTIAL_LABELS, resolution=resolution, wl_out=wl)
             fl.append(p.numpy())
             jac.append(j.numpy())
-        _atomic_savez(out / name, labels=lab, flux=np.stack(fl).astype(np.float32),
-                      jacobian=np.stack(jac).astype(np.float32), wrt=np.array(DIFFERENTIAL_LABELS),
-                      wavelength=wl)
+        _atomic_savez(out / name, **_encode(lab, np.stack(fl), wl, np.stack(jac), np.array(DIFFERENTIAL_LABELS),
+                                            float16=float16))
     return name, len(lab), _sha256(out / name)
 
 
@@ -270,23 +273,93 @@ def _jsonable(obj):
     return obj
 
 
+def _encode(labels, flux, wavelength, jacobian=None, wrt=None, float16: bool = True) -> dict:
+    """The stored form of a shard. float16: flux as float16 (quantization ≤ 2.5e-4 of the
+    continuum) and each differential spectrum as float16 divided by its own max |value|
+    (kept in float32, so derivatives of any size keep three significant digits);
+    otherwise float32."""
+    out = {"labels": np.asarray(labels), "wavelength": np.asarray(wavelength),
+           "flux": np.asarray(flux).astype(np.float16 if float16 else np.float32)}
+    if jacobian is not None:
+        jac = np.asarray(jacobian, dtype=np.float32)
+        out["wrt"] = np.asarray(wrt)
+        if float16:
+            scale = np.abs(jac).max(axis=-1, keepdims=True)
+            scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+            out.update(jacobian=(jac / scale).astype(np.float16), jacobian_scale=scale)
+        else:
+            out["jacobian"] = jac
+    return out
+
+
+def pack_grid(src, dst) -> list[str]:
+    """Copy the finished shards of the grid folder ``src`` into ``dst`` in float16, small
+    enough to commit (≈ 160 kB per 20 spectra, ≈ 0.9 MB per 4 reference points).
+    Incremental: a shard already packed from the same source file is not redone, so a
+    growing grid adds files and never rewrites committed ones. Flux is stored as float16
+    (quantization ≤ 2.5e-4 of the continuum); each differential spectrum as float16
+    divided by its own max |value| (kept in float32), so that derivatives of any size keep
+    three significant digits. ``read_grid(dst)`` returns float32 arrays as for ``src``.
+    Returns the names of the files written."""
+    src, dst = Path(src), Path(dst)
+    man_src = json.loads((src / "manifest.json").read_text())
+    dst.mkdir(parents=True, exist_ok=True)
+    old = json.loads((dst / "manifest.json").read_text()) if (dst / "manifest.json").exists() else {}
+    packed = dict((old.get("packed") or {}).get("source_sha256") or {})
+    files = dict(old.get("files") or {})
+    written = []
+    for name, rec in sorted(man_src.get("files", {}).items()):
+        if packed.get(name) == rec["sha256"] and (dst / name).exists():
+            continue
+        z = _decode(np.load(src / name, allow_pickle=False))
+        _atomic_savez(dst / name, **_encode(z["labels"], z["flux"], z["wavelength"], z.get("jacobian"), z.get("wrt")))
+        files[name] = {"sha256": _sha256(dst / name), "n": rec["n"]}
+        packed[name] = rec["sha256"]
+        written.append(name)
+    manifest = {**man_src, "files": files,
+                "packed": {"dtype": "float16 flux; float16 x float32 per-row scale for jacobians",
+                           "source_sha256": packed}}
+    _write_manifest(dst / "manifest.json", manifest)
+    return written
+
+
+def _decode(z) -> dict:
+    """A stored shard (either form of ``_encode``) as float32 arrays."""
+    d = {k: z[k] for k in z.files}
+    d["flux"] = d["flux"].astype(np.float32)
+    if "jacobian_scale" in d:
+        d["jacobian"] = d["jacobian"].astype(np.float32) * d.pop("jacobian_scale")
+    return d
+
+
 def read_grid(path) -> dict:
-    """Load a grid folder: ``labels`` (N, 32), ``flux`` (N, W), ``wavelength`` (W,),
-    ``ref_labels``, ``ref_flux``, ``jacobian`` (M, 30, W), ``wrt``, and the manifest."""
+    """Load a grid folder: ``labels`` (N, 32), ``flux`` (N, W) float32, ``wavelength`` (W,),
+    ``ref_labels``, ``ref_flux``, ``jacobian`` (M, 30, W), ``wrt``, and the manifest.
+    Reads the shards of ``make_grid`` and the float16 copies of ``pack_grid`` (whose
+    checksums are verified against the manifest). Only shards listed in the manifest
+    (i.e. finished) are read."""
     path = Path(path)
     manifest = json.loads((path / "manifest.json").read_text())
-    shards = sorted(path.glob("shard_*.npz"))
-    refs = sorted(path.glob("reference_*.npz"))
+    listed = manifest.get("files", {})
+    check = True
+
+    def load(p):
+        if check and _sha256(p) != listed[p.name]["sha256"]:
+            raise ValueError(f"{p}: checksum does not match {path / 'manifest.json'}")
+        return _decode(np.load(p, allow_pickle=False))
+
+    shards = sorted(p for p in path.glob("shard_*.npz") if p.name in listed)
+    refs = sorted(p for p in path.glob("reference_*.npz") if p.name in listed)
     out = {"manifest": manifest}
     if shards:
-        parts = [np.load(p, allow_pickle=False) for p in shards]
+        parts = [load(p) for p in shards]
         out["labels"] = np.concatenate([p["labels"] for p in parts])
         out["flux"] = np.concatenate([p["flux"] for p in parts])
         out["wavelength"] = parts[0]["wavelength"]
     if refs:
-        parts = [np.load(p, allow_pickle=False) for p in refs]
+        parts = [load(p) for p in refs]
         out["ref_labels"] = np.concatenate([p["labels"] for p in parts])
         out["ref_flux"] = np.concatenate([p["flux"] for p in parts])
-        out["jacobian"] = np.concatenate([p["jacobian"] for p in parts])
+        out["jacobian"] = np.concatenate([p["jacobian"].astype(np.float32) for p in parts])
         out["wrt"] = [str(s) for s in parts[0]["wrt"]]
     return out
