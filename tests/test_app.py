@@ -190,7 +190,7 @@ def test_upload_message_states_limit_and_formats(tmp_path):
     for suffix in (".fits", ".fits.gz", ".fit", ".csv", ".txt", ".ecsv", ".dat"):
         assert suffix in text
     # The note sits directly above the upload box in the sidebar.
-    sidebar = list(viewer.__panel__().sidebar)
+    sidebar = list(viewer.__panel__().sidebar[0])  # one Column: one document root
     assert sidebar.index(viewer.upload_note) + 1 == sidebar.index(viewer.upload)
 
 

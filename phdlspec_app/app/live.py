@@ -38,6 +38,12 @@ NAMED_WINDOWS: dict[str, tuple[float, float]] = {
     "Ca triplet": (8480.0, 8690.0),
 }
 
+#: Panel batches a widget's browser events for 50 ms before handling them (``_debounce``, a
+#: private class attribute) - half of the slider-to-model latency budget. The emulator answers in
+#: milliseconds, so the label sliders use a shorter window; measured in
+#: benchmarks/bench_app_latency.py (BENCHMARKS.md). None keeps Panel's default.
+SLIDER_DEBOUNCE_MS: int | None = 10
+
 #: The abundance step shown around the model when an element is selected (dex).
 ELEMENT_DELTA = 0.2
 #: A pixel is "sensitive" to an element when ELEMENT_DELTA dex moves its flux by more than this.
@@ -87,7 +93,7 @@ def default_emulator() -> tuple[object | None, str]:
                 try:
                     result = (load_emulator(), "")
                 except Exception as exc:  # no weights, bad file...: the viewer still works
-                    log.exception("loading the default emulator failed")
+                    log.warning("no default emulator: %s: %s", type(exc).__name__, exc)
                     result = (None, f"The emulator could not be loaded ({type(exc).__name__}: {exc}).")
             _EMU_CACHE["default"] = result
         return _EMU_CACHE["default"]
@@ -155,11 +161,15 @@ class LiveModel(param.Parameterized):
 
     # ------------------------------------------------------------------ widgets
     def _slider(self, lab: L.Label):
-        return pn.widgets.EditableFloatSlider.from_param(
+        widget = pn.widgets.EditableFloatSlider.from_param(
             self.labels.param[lab.name], label=self.labels.param[lab.name].label,
             start=lab.lo, end=lab.hi, fixed_start=lab.lo, fixed_end=lab.hi, step=lab.step,
             format=_format(lab.step), sizing_mode="stretch_width", margin=(2, 8),
         )
+        inner = getattr(widget, "_slider", None)  # the FloatSlider inside (private in Panel)
+        if SLIDER_DEBOUNCE_MS is not None and inner is not None and hasattr(inner, "_debounce"):
+            inner._debounce = SLIDER_DEBOUNCE_MS
+        return widget
 
     def slider_cards(self) -> list:
         """One card per schema group (atmosphere open, the others collapsed)."""

@@ -260,7 +260,10 @@ class SpectrumViewer(pn.viewable.Viewer):
             # "_pending_writes should be non-None") and couples sessions. No indicator.
             busy_indicator=None,
         )
-        template.sidebar.extend([
+        self._frozen_server_doc(template)
+        # One root per template area: each root added to the document makes Bokeh re-walk
+        # every model (document.models.recompute), so many small roots cost seconds per page.
+        template.sidebar.append(pn.Column(
             pn.pane.Markdown("### Open a spectrum"),
             self.demo_picker,
             self.picker, self.picker_note,
@@ -268,7 +271,8 @@ class SpectrumViewer(pn.viewable.Viewer):
             pn.layout.Divider(),
             pn.pane.Markdown("### Labels (live model)"),
             self.live.controls(),
-        ])
+            sizing_mode="stretch_width",
+        ))
         spectrum_tab = pn.Column(
             self.live.zoom_bar(),
             pn.pane.Bokeh(self.plot.figure, sizing_mode="stretch_width"),
@@ -286,6 +290,25 @@ class SpectrumViewer(pn.viewable.Viewer):
 
     def __panel__(self):
         return self._layout
+
+    @staticmethod
+    def _frozen_server_doc(template):
+        """Make ``template.server_doc`` build the page with the document's model graph frozen.
+
+        Every EditableFloatSlider adds a JS link, and each one makes Bokeh re-walk every model of
+        the document (about 700): 32 sliders cost ~2 s per page load. Frozen, the walk happens once.
+        """
+        plain = template.server_doc
+
+        def server_doc(doc=None, title=None, location=True):
+            from bokeh.io import curdoc
+
+            doc = doc or curdoc()
+            with doc.models.freeze():
+                return plain(doc, title=title, location=location)
+
+        template.server_doc = server_doc
+        return template
 
     def servable(self, title: str | None = None, location=True, area="main", target=None):
         """Mark the page servable (``panel serve``); delegates to the template."""
