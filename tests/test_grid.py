@@ -106,3 +106,29 @@ def test_packed_float16_grid_reads_back_within_quantization_and_grows_incrementa
     (dst / "shard_00001.npz").write_bytes(b"tampered")
     with pytest.raises(ValueError, match="checksum"):
         read_grid(dst)
+
+
+def test_a_star_the_engine_refuses_is_dropped_not_fatal(tmp_path, monkeypatch):
+    from phdlspec_app.physics import grid as G
+
+    class Refusing:
+        def __init__(self, **kw):
+            self.n = 0
+
+        def spectrum(self, row, resolution, wl_out):
+            self.n += 1
+            if self.n == 2:
+                raise ValueError("outside the atmosnet training domain")
+            return torch.ones(len(wl_out), dtype=torch.float64) * 0.5
+
+    import torch
+
+    monkeypatch.setattr("phdlspec_app.physics.synthesize.Synthesizer", Refusing)
+    G._SYNTH_CACHE.clear()
+    with pytest.warns(UserWarning, match="star 1 .* failed"):
+        make_grid(tmp_path, GridSpec(n=3, n_reference=0, shard_size=3, wl_range=(5160.0, 5200.0)), progress=False)
+    G._SYNTH_CACHE.clear()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["files"]["shard_00000.npz"]["failed"] == [1]
+    g = read_grid(tmp_path)
+    assert g["labels"].shape[0] == 2 and np.all(g["flux"] == 0.5)

@@ -464,12 +464,22 @@ def salaris_m_h(fe_h: float, alpha_fe: float) -> float:
     return float(fe_h) + math.log10(0.638 * 10 ** float(alpha_fe) + 0.362)
 
 
+#: [α/Fe] range (dex) of atmosnet's training grid
+ATMOSNET_ALPHA = (-0.2, 0.6)
+
+
 def load_atmosphere(teff, logg, fe_h, alpha_fe=0.0, source: str = "atmosnet") -> ModelAtmosphere:
     """One entry point: ``source="atmosnet"`` (default, differentiable, α-aware) or
     ``"kurucz"`` (ATLAS9 grid, scaled solar: [α/Fe] ≠ 0 is folded into [M/H] with
-    :func:`salaris_m_h`)."""
+    :func:`salaris_m_h`).
+
+    The *structure* takes [α/Fe] clamped to atmosnet's training range (−0.2…+0.6):
+    α-enhanced stars beyond +0.6 (reached when the Mg, Si and Ca labels are all high) get
+    the +0.6 structure — the structure's response to [α/Fe] is small and saturating
+    there — while the EOS and the line and continuum opacities use the full abundances."""
     if source == "atmosnet":
-        return atmosnet_atmosphere(teff, logg, fe_h, alpha_fe)
+        alpha = torch.as_tensor(alpha_fe, dtype=torch.float64)
+        return atmosnet_atmosphere(teff, logg, fe_h, torch.clamp(alpha, ATMOSNET_ALPHA[0], ATMOSNET_ALPHA[1]))
     if source == "kurucz":
         vals = [float(v) for v in (teff, logg, fe_h, alpha_fe)]
         m_h = vals[2] if vals[3] == 0.0 else salaris_m_h(vals[2], vals[3])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -184,15 +185,15 @@ def make_grid(out_dir, spec: GridSpec = GridSpec(), resume: bool = False, worker
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-            for name, n_done, sha in pool.imap_unordered(_run_job, args):
-                manifest["files"][name] = {"sha256": sha, "n": n_done}
+            for name, n_done, sha, failed in pool.imap_unordered(_run_job, args):
+                manifest["files"][name] = {"sha256": sha, "n": n_done, "failed": failed}
                 _write_manifest(manifest_path, manifest)
                 if bar:
                     bar.update(n_done)
     else:
         for a in args:
-            name, n_done, sha = _run_job(a)
-            manifest["files"][name] = {"sha256": sha, "n": n_done}
+            name, n_done, sha, failed = _run_job(a)
+            manifest["files"][name] = {"sha256": sha, "n": n_done, "failed": failed}
             _write_manifest(manifest_path, manifest)
             if bar:
                 bar.update(n_done)
@@ -241,20 +242,35 @@ def _run_job(args):
     if syn is None:
         syn = _SYNTH_CACHE[key] = Synthesizer(**kwargs)
     lab_t = torch.as_tensor(lab, dtype=torch.float64)
+    W = len(wl)
+    failed = []
+
+    def guarded(i, fn, nan):
+        # one star that the engine refuses must not cost the shard: it is stored as NaN
+        # (read_grid drops it) and reported in the manifest
+        try:
+            return fn(lab_t[i])
+        except (ValueError, RuntimeError) as exc:
+            warnings.warn(f"{name}: star {i} {lab[i, :6].round(3).tolist()} failed: {exc}", stacklevel=2)
+            failed.append(i)
+            return nan()
+
     if kind == "shard":
-        flux = np.stack([syn.spectrum(row, resolution=resolution, wl_out=wl).detach().numpy() for row in lab_t])
+        flux = np.stack([guarded(i, lambda r: syn.spectrum(r, resolution=resolution, wl_out=wl).detach().numpy(),
+                                 lambda: np.full(W, np.nan)) for i in range(len(lab))])
         _atomic_savez(out / name, **_encode(lab, flux, wl, float16=float16))
     else:
         from .synthesize import DIFFERENTIAL_LABELS
 
-        fl, jac = [], []
-        for row in lab_t:
-            p, j = syn.differential_spectra(row, DIFFERENTIAL_LABELS, resolution=resolution, wl_out=wl)
-            fl.append(p.numpy())
-            jac.append(j.numpy())
-        _atomic_savez(out / name, **_encode(lab, np.stack(fl), wl, np.stack(jac), np.array(DIFFERENTIAL_LABELS),
-                                            float16=float16))
-    return name, len(lab), _sha256(out / name)
+        def diff(r):
+            p, j = syn.differential_spectra(r, DIFFERENTIAL_LABELS, resolution=resolution, wl_out=wl)
+            return p.numpy(), j.numpy()
+
+        nan = (lambda: (np.full(W, np.nan), np.full((len(DIFFERENTIAL_LABELS), W), np.nan)))
+        pairs = [guarded(i, diff, nan) for i in range(len(lab))]
+        _atomic_savez(out / name, **_encode(lab, np.stack([p for p, _ in pairs]), wl, np.stack([j for _, j in pairs]),
+                                            np.array(DIFFERENTIAL_LABELS), float16=float16))
+    return name, len(lab), _sha256(out / name), failed
 
 
 def _write_manifest(path: Path, manifest: dict):
@@ -351,13 +367,19 @@ def read_grid(path) -> dict:
     shards = sorted(p for p in path.glob("shard_*.npz") if p.name in listed)
     refs = sorted(p for p in path.glob("reference_*.npz") if p.name in listed)
     out = {"manifest": manifest}
+
+    def finite(parts):
+        # stars the engine refused are stored as NaN rows (see _run_job)
+        return [{k: (v[np.isfinite(p["flux"]).all(axis=1)] if k in ("labels", "flux", "jacobian") else v)
+                 for k, v in p.items()} for p in parts]
+
     if shards:
-        parts = [load(p) for p in shards]
+        parts = finite([load(p) for p in shards])
         out["labels"] = np.concatenate([p["labels"] for p in parts])
         out["flux"] = np.concatenate([p["flux"] for p in parts])
         out["wavelength"] = parts[0]["wavelength"]
     if refs:
-        parts = [load(p) for p in refs]
+        parts = finite([load(p) for p in refs])
         out["ref_labels"] = np.concatenate([p["labels"] for p in parts])
         out["ref_flux"] = np.concatenate([p["flux"] for p in parts])
         out["jacobian"] = np.concatenate([p["jacobian"].astype(np.float32) for p in parts])
