@@ -73,15 +73,32 @@ def test_slider_widget_drives_labels_and_back(live):
     np.testing.assert_array_equal(live.vector(), L.defaults())
 
 
-def test_residual_is_observation_minus_model(live, emu):
+def test_residual_is_what_the_fit_compares(live, emu):
+    from phdlspec_app.fitting import prepare
+
     spec = demo_spectrum(emu, teff=5500, fe_h=-0.5)
-    obs = prepare_observation(spec)
-    assert obs.normalization == "file"
+    assert prepare_observation(spec).normalization == "file"  # no model: shown as it is
+    obs = live.prepare(spec)
+    assert obs.normalization == "fitting" and "pseudo-continuum" in obs.note
     live.set_observation(obs)
     live.set_labels(spec.meta["true_labels"])
     data = live.layers.source.data
-    np.testing.assert_allclose(data["residual"], spec.flux - np.asarray(data["model"], float), atol=1e-5)
-    assert np.nanstd(data["residual"]) == pytest.approx(0.02, rel=0.15)
+    prep = prepare(spec, emu.wavelength)
+    expected_model = prep.model_observable(emu(live.vector()))
+    np.testing.assert_allclose(np.asarray(data["model"], float), expected_model, atol=1e-5)
+    good = prep.good
+    np.testing.assert_allclose(np.asarray(data["residual"], float)[good], (prep.y - expected_model)[good], atol=1e-5)
+    assert np.isnan(np.asarray(data["residual"], float)[~good]).all()
+    assert np.nanstd(data["residual"]) == pytest.approx(0.02, rel=0.2)
+
+
+def test_spectrum_the_fitter_refuses_is_still_shown(live, emu):
+    spec = demo_spectrum(emu)
+    spec.meta.update(simulated=False, **{"class": "QSO"})
+    obs = live.prepare(spec)
+    assert obs.normalization == "file" and "QSO" in obs.note
+    live.set_observation(obs)
+    assert len(live.layers.source.data["model"]) == spec.npix
 
 
 def test_element_selection_shades_sensitive_pixels_and_overlays_plus_minus(live, emu):

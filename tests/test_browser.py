@@ -18,6 +18,7 @@ import pytest
 pn = pytest.importorskip("panel")
 sync_api = pytest.importorskip("playwright.sync_api")
 
+from phdlspec_app.app.observation import prepare_observation
 from phdlspec_app.app.plot import MASKED_SOURCE_NAME, SPECTRUM_SOURCE_NAME
 from phdlspec_app.app.server import serve
 from phdlspec_app.io import read_spectrum
@@ -144,8 +145,10 @@ def source_lengths(page):
 
 
 def wait_for_points(page, spec, message):
-    """Wait until the plot's sources hold ``spec``'s pixels and masked pixels."""
-    expected = [spec.npix, int(spec.mask.sum())]
+    """Wait until the plot's sources hold ``spec``'s pixels and masked pixels, as the app shows
+    them (through the fitting layer's preprocessing onto the emulator's grid)."""
+    shown = prepare_observation(spec, EmulatorDouble().wavelength).spectrum
+    expected = [shown.npix, int(shown.mask.sum())]
     wait_until(lambda: source_lengths(page) == expected, message=f"{message}: {expected}", page=page)
 
 

@@ -20,7 +20,7 @@ import param
 
 from phdlspec_app import labels as L
 
-from .observation import Observation, interp_to
+from .observation import Observation, interp_to, prepare_observation
 from .plot import ModelLayers, SpectrumFigure
 
 __all__ = ["ELEMENT_DELTA", "NAMED_WINDOWS", "SHADE_THRESHOLD", "LiveModel", "StellarLabels",
@@ -244,6 +244,12 @@ class LiveModel(param.Parameterized):
         self.refresh_element()
 
     # ------------------------------------------------------------------ observation
+    def prepare(self, spec) -> Observation:
+        """``spec`` as this model compares with it (see :func:`prepare_observation`)."""
+        if self.emulator is None:
+            return prepare_observation(spec)
+        return prepare_observation(spec, self._model_wl, float(getattr(self.emulator, "resolution", 1800.0)))
+
     def set_observation(self, obs: Observation | None) -> None:
         """Show the model on ``obs``'s pixels (None: on the emulator's own grid)."""
         self.observation = obs
@@ -262,7 +268,11 @@ class LiveModel(param.Parameterized):
     def _evaluate(self, rows: np.ndarray) -> np.ndarray:
         """Emulator flux for ``rows`` (K, 32) on the display pixels, (K, W)."""
         flux = np.atleast_2d(np.asarray(self.emulator(rows), dtype=float))
-        return interp_to(self._display_wavelength(), self._model_wl, flux)
+        flux = interp_to(self._display_wavelength(), self._model_wl, flux)
+        obs = self.observation
+        if obs is not None and obs.model_transform is not None:
+            flux = np.asarray(obs.model_transform(flux), dtype=float)
+        return flux
 
     def _update_model(self, full: bool) -> None:
         if self.emulator is None:

@@ -1,11 +1,13 @@
-"""The observation as the live model sees it: continuum-normalized, on its own pixels.
+"""The observation as the live model sees it.
 
-No Panel import here. The model is a normalized flux; LAMOST files hold counts. The fitting
-layer owns the real normalization (it must be the same one the fit uses): when it offers
-``phdlspec_app.fitting.normalize_spectrum(spectrum) -> Spectrum`` the app uses it. Until then
-files that are already normalized (the demo stars, model files) are shown as they are, and
-other files get a *display-only* continuum (a running upper percentile of the good pixels),
-which the app labels as such.
+No Panel import here. With an emulator, the observation goes through the fitting layer's own
+preprocessing (``phdlspec_app.fitting.prepare``: rebinned onto the model grid, LSF matched,
+masks, divided by its pseudo-continuum), and the model shown is ``Prepared.model_observable``
+of the emulator's flux: the residual on screen is exactly the one the fit minimizes.
+
+Without an emulator, or for spectra the fitter refuses (a QSO, too few pixels), the spectrum
+is shown on its own pixels: as it is when it is already normalized (the demo stars), else
+divided by a *display-only* continuum (a running upper percentile), which the app says.
 """
 from __future__ import annotations
 
@@ -26,13 +28,21 @@ class Observation:
     mask: np.ndarray
     normalization: str  # "file" (already normalized), "fitting", or "display"
     spectrum: object = None  # the normalized Spectrum (masked pixels scaled too), for plotting
+    #: model flux (..., W) on the same pixels -> what is compared with ``flux`` (fitting's
+    #: LSF matching and pseudo-continuum); None: compare the model as it is
+    model_transform: object = None
+    fit_refusal: str = ""  # why the fitting layer refused the spectrum ('' when it did not)
 
     @property
     def note(self) -> str:
+        if self.normalization == "fitting":
+            return ("Observation and model as the fit compares them: on the model grid, each divided "
+                    "by its pseudo-continuum.")
+        refused = f" The fitter refuses this spectrum: {self.fit_refusal}." if self.fit_refusal else ""
         if self.normalization == "display":
             return ("Flux divided by a display-only continuum (running 90th percentile); the fit's "
-                    "own normalization may differ.")
-        return ""
+                    "own normalization may differ." + refused)
+        return refused.strip()
 
 
 def _looks_normalized(spec) -> bool:
@@ -61,29 +71,42 @@ def _display_continuum(wl: np.ndarray, flux: np.ndarray, good: np.ndarray, windo
     return np.where(np.abs(cont) > floor, cont, floor)
 
 
-def prepare_observation(spec) -> Observation:
-    """:class:`Observation` of ``spec`` (a :class:`phdlspec_app.io.Spectrum`)."""
-    try:  # the fitting layer's normalization, when it exists
-        from phdlspec_app.fitting import normalize_spectrum  # type: ignore[attr-defined]
-    except ImportError:
-        normalize_spectrum = None
-    how = "file"
-    if normalize_spectrum is not None and not spec.meta.get("simulated"):
-        spec = normalize_spectrum(spec)
-        how = "fitting"
-    elif _looks_normalized(spec):
-        pass
+def prepare_observation(spec, model_wavelength=None, model_resolution: float = 1800.0) -> Observation:
+    """:class:`Observation` of ``spec`` (a :class:`phdlspec_app.io.Spectrum`); with
+    ``model_wavelength`` (an emulator's grid) through the fitting layer's preprocessing."""
+    refusal = ""
+    if model_wavelength is not None:
+        try:
+            from phdlspec_app.fitting import prepare
+        except ImportError:
+            prepare = None
+        if prepare is not None:
+            try:
+                prep = prepare(spec, np.asarray(model_wavelength, float), model_resolution)
+            except ValueError as exc:  # FitInputError (a QSO, too few pixels...) is a ValueError
+                refusal = str(exc)
+            else:
+                from phdlspec_app.io import Spectrum
+
+                good = np.asarray(prep.good, bool)
+                y = np.asarray(prep.y, float)
+                ivar = np.where(good, np.asarray(prep.ivar_y, float), 0.0)
+                shown = Spectrum(prep.wavelength, y, ivar, ~good, dict(spec.meta))
+                return Observation(shown.wavelength, np.where(good, y, np.nan),
+                                   np.where(good & (ivar > 0), 1 / np.sqrt(np.where(ivar > 0, ivar, 1)), np.nan),
+                                   ~good, "fitting", shown, prep.model_observable)
+    if _looks_normalized(spec):
+        how = "file"
     else:
         cont = _display_continuum(spec.wavelength, spec.flux, spec.good)
         how = "display"
-    if how == "display":
         from phdlspec_app.io import Spectrum
 
         meta = dict(spec.meta, normalization="display continuum (app)")
         spec = Spectrum(spec.wavelength, spec.flux / cont, spec.ivar * cont**2, spec.mask, meta, dict(spec.extra))
     flux = np.where(spec.good, spec.flux, np.nan)
     sigma = np.where(spec.good & np.isfinite(spec.sigma), spec.sigma, np.nan)
-    return Observation(spec.wavelength, flux, sigma, spec.mask.copy(), how, spec)
+    return Observation(spec.wavelength, flux, sigma, spec.mask.copy(), how, spec, fit_refusal=refusal)
 
 
 def interp_to(wavelength: np.ndarray, model_wavelength: np.ndarray, flux: np.ndarray) -> np.ndarray:

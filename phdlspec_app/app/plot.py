@@ -172,6 +172,7 @@ class ModelLayers:
                  line_dash="dashed", legend_label="model −0.2 dex")
         fig.line("wavelength", "model", source=source, line_color="#d62728", line_width=1.3,
                  legend_label="emulator model")
+        fig.legend.update(label_text_font_size="8pt", spacing=0, padding=4, glyph_height=12)
         res = figure(
             height=height, sizing_mode="stretch_width", x_range=fig.x_range, y_range=Range1d(-0.2, 0.2),
             x_axis_label="Vacuum wavelength (Å)", y_axis_label="data − model",

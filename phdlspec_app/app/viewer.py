@@ -21,7 +21,6 @@ from .demo import demo_stars
 from .files import SPECTRUM_SUFFIXES, find_lamost_files
 from .live import LiveModel
 from .metadata import spectrum_warnings, summary_html
-from .observation import prepare_observation
 from .plot import SpectrumFigure
 
 __all__ = ["MAX_UPLOAD_BYTES", "TITLE", "SpectrumViewer"]
@@ -180,7 +179,7 @@ class SpectrumViewer(pn.viewable.Viewer):
     def _show(self, spec: Spectrum, label: str) -> None:
         summary = spec.summary()
         name = summary.get("designation") or Path(label).name
-        obs = prepare_observation(spec)
+        obs = self.live.prepare(spec)
         self.plot.show(obs.spectrum, title=f"{name}  ({label})")
         self.meta_table.object = summary_html(summary)
         self.live.set_observation(obs)
