@@ -1,11 +1,11 @@
-"""Dependencies point one way: io -> physics -> emulator -> fitting -> calibration -> app."""
+"""Dependencies point one way: io -> physics -> preprocess -> emulator -> fitting -> calibration -> app."""
 import ast
 from pathlib import Path
 
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "phdlspec_app"
-ORDER = ["io", "physics", "emulator", "fitting", "calibration", "app"]
+ORDER = ["io", "physics", "preprocess", "emulator", "fitting", "calibration", "app"]
 BASE = {"labels", "paths", "__init__"}  # shared by every layer; import no stage
 
 

@@ -249,3 +249,58 @@ def test_phdlspec_train_on_a_small_engine_grid_end_to_end(tmp_path, shared_dir):
     f = emu(L.defaults())
     assert f.shape == (34,) and np.isfinite(f).all()
     assert main(["train", "--grid", str(tmp_path / "absent"), "-o", str(model)]) == 2
+
+
+@pytest.fixture(scope="module")
+def engine_observations(tmp_path_factory, shared_dir):
+    """Five ab initio spectra (5080-5420 A, R = 1800) with Gaussian noise at S/N 100,
+    written as FITS files, and a reference table with teff, logg, fe_h and mg_fe only."""
+    from astropy.table import Table
+
+    from phdlspec_app.io import Spectrum, write_spectrum
+    from phdlspec_app.physics.synthesize import Synthesizer
+
+    d = tmp_path_factory.mktemp("observed")
+    wl = lamost_wavelength()
+    wl = wl[(wl > 5080) & (wl < 5420)]
+    syn = Synthesizer(wl_range=(5050.0, 5450.0))
+    lab = sample_labels(GridSpec(n=5, seed=7))
+    rng = np.random.default_rng(3)
+    rows = []
+    for i, row in enumerate(lab):
+        flux = syn.spectrum(torch.as_tensor(row), wl_out=wl).numpy()
+        noisy = flux + rng.normal(0, 0.01, flux.size)
+        write_spectrum(Spectrum(wavelength=wl, flux=noisy, ivar=np.full(wl.size, 1e4),
+                                mask=np.zeros(wl.size, bool), meta={"object": f"sim{i}"}), d / f"s{i}.fits")
+        rows.append((f"s{i}.fits", row[IDX["teff"]], row[IDX["logg"]], row[IDX["fe_h"]], row[IDX["mg_fe"]]))
+    Table(rows=rows, names=("file", "TEFF", "LOGG", "FE_H", "MG_FE")).write(d / "ref.ecsv")
+    return d / "ref.ecsv", wl, lab
+
+
+def test_data_driven_finetuning_on_engine_spectra_lowers_chi2_and_keeps_the_prior(engine_observations, tmp_path):
+    from phdlspec_app.emulator.observed import finetune, load_observed
+
+    table, wl, lab = engine_observations
+    torch.manual_seed(0)
+    net = SpectrumTransformer(n_labels=len(INPUT_LABELS), n_pix=wl.size, d_model=16, n_heads=2, n_encoder=1,
+                              n_decoder=1, patch=32)
+    emu = Emulator(net, np.full(wl.size, 0.9), np.full(wl.size, 0.05), wl, TrainingDomain(), device="cpu")
+    obs = load_observed(table, emu.wavelength, 1800.0)
+    assert len(obs.files) == 5
+    # labels from the table, the rest at the Galactic trend; rv assumed 0 and flagged
+    assert obs.known[:, IDX["mg_fe"]].all() and not obs.known[:, IDX["ca_fe"]].any()
+    np.testing.assert_allclose(obs.labels[:, IDX["teff"]], lab[:, IDX["teff"]])
+    assert all("rv_assumed_0" in f for f in obs.flags)
+    toy = _toy_set(n=8, n_ref=3, n_pix=wl.size)
+    hist = []
+    # the toy grid's spectra are unrelated to these observations: no anchor term here
+    finetune(emu, obs, tmp_path / "tuned.safetensors", grid=toy, flux_weight=0.0,
+             config=TrainConfig(epochs=25, batch=1, lr=3e-3), progress=False, log=hist.append)
+    assert hist[-1]["chi2_per_pixel"] < 0.6 * hist[0]["chi2_per_pixel"]
+    assert hist[-1]["loss_grad"] is not None
+    card = load_emulator(tmp_path / "tuned.safetensors").card["finetune"]
+    assert card["physics_prior"] and set(card["labels_from_table"]) >= {"teff", "logg", "fe_h", "mg_fe"}
+    bad = tmp_path / "bad.ecsv"
+    bad.write_text("# %ECSV 1.0\n# ---\n# datatype:\n# - {name: teff, datatype: float64}\nteff\n5000\n")
+    with pytest.raises(ValueError, match="bad.ecsv.*'file' column"):
+        load_observed(bad, wl)

@@ -14,7 +14,7 @@ from phdlspec_app.fitting.diagnostics import covariance
 from phdlspec_app.fitting.fit import fit_spectrum
 from phdlspec_app.fitting.likelihood import Likelihood
 from phdlspec_app.fitting.optimize import levenberg_marquardt, search_box
-from phdlspec_app.fitting.preprocess import prepare
+from phdlspec_app.preprocess import prepare
 from test_fitting_inference import QUICK_FIX, TRUTH
 
 torch.set_num_threads(1)

@@ -10,10 +10,10 @@ import torch
 
 from fitting_double import LineDouble, noisy_spectrum
 from phdlspec_app import labels as L
-from phdlspec_app.fitting.continuum import PseudoContinuum
-from phdlspec_app.fitting.masks import DEFAULT_MASKS, user_mask
-from phdlspec_app.fitting.preprocess import FitInputError, prepare
-from phdlspec_app.fitting.resample import rebin
+from phdlspec_app.preprocess.continuum import PseudoContinuum
+from phdlspec_app.preprocess.masks import DEFAULT_MASKS, user_mask
+from phdlspec_app.preprocess import FitInputError, prepare
+from phdlspec_app.preprocess.resample import rebin
 from phdlspec_app.io import Spectrum
 from phdlspec_app.physics.constants import c_kms
 

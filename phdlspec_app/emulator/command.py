@@ -9,12 +9,19 @@ Train the PhDLspec transformer on ab initio spectra from `phdlspec grid`, with t
 engine's differential spectra as a gradient-matching prior (see docs/emulator.md).
 Every 11th spectrum and reference point of the grid is held out, never trained on.
 Checkpoints go to OUTPUT.train/ every --checkpoint-every epochs; --resume continues.
+
+Data-driven mode (--observed TABLE): fine-tune a trained emulator (--init, default the
+shipped one) on observed spectra with reference labels (a table with a `file` column and
+label columns, schema names or catalog aliases). Every spectrum is prepared exactly as the
+fitter prepares it; labels the table lacks are held at their Galactic trend, and the
+physics gradient term on the grid's reference points (--grid) keeps them physical.
 """
 _EPILOG = """\
 Examples:
   phdlspec train --grid grid/ -o assets/emulator/phdlspec_default.safetensors
   phdlspec train --grid grid/ -o noprior.safetensors --grad-weight 0 --max-train 1000
   phdlspec train --grid grid/ -o model.safetensors --resume
+  phdlspec train --observed apogee_xmatch.ecsv --grid grid/ -o tuned.safetensors --epochs 30
 """
 
 
@@ -25,7 +32,9 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="train the emulator on a grid (physics-prior gradient matching)",
                        description=_DESCRIPTION, epilog=_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grid", required=True, help="grid folder written by `phdlspec grid` (or its float16 copy)")
+    p.add_argument("--grid", help="grid folder written by `phdlspec grid` (required unless --observed)")
+    p.add_argument("--observed", metavar="TABLE", help="data-driven mode: fine-tune on these observed spectra")
+    p.add_argument("--init", metavar="MODEL", help="model to fine-tune in --observed mode (default: the shipped one)")
     p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--batch", type=int, default=64)
@@ -44,14 +53,33 @@ def add_parsers(sub) -> None:
 def _cmd_train(args) -> int:
     from .train import TrainConfig, load_training_set, train
 
-    try:
-        data = load_training_set(args.grid)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        print(f"error: {args.grid}: cannot read the grid ({exc})", file=sys.stderr)
+    if not args.grid and not args.observed:
+        print("error: give --grid (ab initio training) and/or --observed (data-driven fine-tuning)", file=sys.stderr)
         return 2
+    data = None
+    if args.grid:
+        try:
+            data = load_training_set(args.grid)
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            print(f"error: {args.grid}: cannot read the grid ({exc})", file=sys.stderr)
+            return 2
     cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, grad_weight=args.grad_weight,
                       seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every,
                       max_train=args.max_train, network={"d_model": args.d_model})
+    if args.observed:
+        from .model import EmulatorFileError, load_emulator
+        from .observed import finetune, load_observed
+
+        try:
+            emu = load_emulator(args.init, device=args.device)
+            obs = load_observed(args.observed, emu.wavelength, emu.resolution, progress=True)
+        except (EmulatorFileError, ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        emu = finetune(emu, obs, args.output, grid=data, config=cfg)
+        print(json.dumps({"model": args.output, "n_observed": len(obs.files),
+                          "chi2_per_pixel": emu.card["finetune"]["history_last"]["chi2_per_pixel"]}))
+        return 0
     emu = train(data, args.output, cfg, resume=args.resume)
     print(json.dumps({"model": args.output, **emu.card["training"]["source"],
                       "n_train_spectra": emu.card["training"]["n_train_spectra"],

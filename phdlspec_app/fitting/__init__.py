@@ -21,7 +21,7 @@ def __getattr__(name):
 
         return FitResult
     if name == "prepare":
-        from .preprocess import prepare
+        from ..preprocess import prepare
 
         return prepare
     raise AttributeError(name)

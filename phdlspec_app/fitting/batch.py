@@ -51,7 +51,7 @@ def fit_one(path: str, emulator_spec: str | None = None, device: str = "cpu", op
 
     from ..io import SpectrumFormatError
     from .fit import fit_spectrum
-    from .preprocess import FitInputError
+    from ..preprocess import FitInputError
     from .result import error_row
 
     torch.set_num_threads(1)

@@ -41,7 +41,7 @@ def _cmd_fit(args) -> int:
     from ..io import SpectrumFormatError
     from .fit import fit_spectrum
     from .output import load_emulator_spec, write_results
-    from .preprocess import FitInputError
+    from ..preprocess import FitInputError
     from .result import error_row
 
     try:

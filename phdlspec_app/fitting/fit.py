@@ -23,7 +23,7 @@ from ..io import Spectrum, read_spectrum
 from .diagnostics import covariance, element_diagnostics
 from .likelihood import FitCancelled, Likelihood, check_cancel
 from .optimize import levenberg_marquardt, run_cmaes, rv_first_guess, search_box
-from .preprocess import FitInputError, prepare
+from ..preprocess import FitInputError, prepare
 from .result import FitResult
 
 __all__ = ["fit_spectrum", "FLAGS", "METHODS", "FitCancelled", "FitInputError", "parse_fix", "parse_prior"]

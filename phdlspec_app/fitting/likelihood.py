@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .. import labels as L
-from .preprocess import Prepared
+from ..preprocess import Prepared
 
 __all__ = ["Likelihood", "FitCancelled", "check_cancel"]
 
@@ -34,7 +34,7 @@ class Likelihood:
     Parameters
     ----------
     emulator : any object with the emulator API (``__call__``, ``jacobian``)
-    prep : the :class:`~phdlspec_app.fitting.preprocess.Prepared` observation
+    prep : the :class:`~phdlspec_app.preprocess.Prepared` observation
     free : indices (schema order) of the labels that vary
     base : (32,) values of every label (fixed ones keep theirs)
     priors : {index: (mean, sigma)} Gaussian priors, in label units
