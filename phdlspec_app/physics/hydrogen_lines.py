@@ -96,31 +96,36 @@ def _interp_index(grid: torch.Tensor, q: torch.Tensor):
     return i, w
 
 
-def _ln_profile(tr, lnT, lnne, lnx, dev):
-    """ln P interpolated linearly in (ln T, ln n_e, ln x); lnT, lnne (N,), lnx (N, K)."""
-    lnT_g = torch.as_tensor(tr["lnT"], device=dev)
-    lnne_g = torch.as_tensor(tr["lnne"], device=dev)
-    lnx_g = torch.as_tensor(tr["lnx"], device=dev)
+def _layer_table(tr, lnT, lnne, dev):
+    """ln P of ``tr`` interpolated bilinearly in (ln T, ln n_e) to each layer: (N, nx)."""
     tab = torch.as_tensor(tr["lnP"], device=dev)
-    nT, nne, nx = tab.shape
-    lnx_c = torch.clamp(lnx, max=float(tr["lnx"][-1]))
-    iT, wT = _interp_index(lnT_g, lnT)
-    ie, we = _interp_index(lnne_g, lnne)
-    ix, wx = _interp_index(lnx_g, lnx_c)                     # below x₁: flat (w clamps at 0)
-    flat = tab.reshape(-1)
+    iT, wT = _interp_index(torch.as_tensor(tr["lnT"], device=dev), lnT)
+    ie, we = _interp_index(torch.as_tensor(tr["lnne"], device=dev), lnne)
     res = 0.0
     for dT, fT in ((0, 1 - wT), (1, wT)):
         for de, fe in ((0, 1 - we), (1, we)):
-            base = ((iT + dT) * nne + (ie + de)) * nx          # (N,)
-            lo = torch.take(flat, base[:, None] + ix)
-            hi = torch.take(flat, base[:, None] + ix + 1)
-            res = res + (fT * fe)[:, None] * (lo + wx * (hi - lo))
+            res = res + (fT * fe)[:, None] * tab[iT + dT, ie + de]
+    return res
+
+
+def _ln_profile(tr, lnT, lnne, lnx, dev, table=None):
+    """ln P interpolated linearly in (ln T, ln n_e, ln x); lnT, lnne (N,), lnx (N, K).
+    Trilinear interpolation = linear interpolation in ln x of the per-layer table
+    (:func:`_layer_table`, or ``table`` when given), so the (N, K) part gathers only twice."""
+    if table is None:
+        table = _layer_table(tr, lnT, lnne, dev)
+    lnx_g = torch.as_tensor(tr["lnx"], device=dev)
+    lnx_c = torch.clamp(lnx, max=float(tr["lnx"][-1]))
+    ix, wx = _interp_index(lnx_g, lnx_c)                     # below x₁: flat (w clamps at 0)
+    lo = torch.gather(table, 1, ix)
+    hi = torch.gather(table, 1, ix + 1)
+    res = lo + wx * (hi - lo)
     # beyond the last tabulated x: Holtsmark asymptote P ∝ x^(−5/2)
     return res - 2.5 * torch.clamp(lnx - lnx_c, min=0.0)
 
 
 def stark_profile(tr: dict, T: torch.Tensor, ne: torch.Tensor, dnu: torch.Tensor,
-                  normalize: bool = True):
+                  normalize: bool = True, cache: dict | None = None):
     """Stehlé & Hutcheson profile P (per Hz) of transition ``tr`` at |Δν| (Hz).
 
     T, ne: (N,) per layer; dnu: (N, K) or (K,) → (N, K). Returns (P, inside) where
@@ -132,31 +137,45 @@ def stark_profile(tr: dict, T: torch.Tensor, ne: torch.Tensor, dnu: torch.Tensor
     area 1 − ∫P dν (computed per layer by quadrature over the table's x grid, with the
     flat core and the x^(−5/2) tail) is restored as a thermal Doppler Gaussian of H at
     the line centre — where it was lost — which keeps gf exact without touching the wings.
+
+    ``cache``: a dict kept by the caller for one star (the same T, n_e) across calls (e.g.
+    wavelength chunks): the per-layer quantities of ``tr`` (interpolated table, missing
+    area) are computed once and reused.
     """
     dev = T.device
-    lnT, lnne = torch.log(T), torch.log(ne)
-    inside = ((lnT >= float(tr["lnT"][0])) & (lnT <= float(tr["lnT"][-1]))
-              & (lnne >= float(tr["lnne"][0])) & (lnne <= float(tr["lnne"][-1])))
-    F0 = 1.25e-9 * ne ** (2.0 / 3.0)
+    key = (tr["lower"], tr["upper"], bool(normalize))
+    lay = cache.get(key) if cache is not None else None
+    if lay is None:
+        lnT, lnne = torch.log(T), torch.log(ne)
+        inside = ((lnT >= float(tr["lnT"][0])) & (lnT <= float(tr["lnT"][-1]))
+                  & (lnne >= float(tr["lnne"][0])) & (lnne <= float(tr["lnne"][-1])))
+        F0 = 1.25e-9 * ne ** (2.0 / 3.0)
+        table = _layer_table(tr, lnT, lnne, dev)
+        lay = dict(lnT=lnT, lnne=lnne, inside=inside, F0=F0, table=table)
+        if normalize:
+            u = torch.linspace(float(tr["lnx"][0]), float(tr["lnx"][-1]), 801, dtype=torch.float64,
+                               device=dev)
+            Pq = torch.exp(_ln_profile(tr, lnT, lnne, u.expand(T.shape[0], -1), dev, table))
+            xq = torch.exp(u)
+            area = 2 * F0 * (torch.trapezoid(Pq * xq, u, dim=1) + Pq[:, 0] * xq[0]
+                             + Pq[:, -1] * xq[-1] / 1.5)
+            missing = torch.clamp(1.0 - area, min=0.0)
+            # thermal Doppler width in Hz: σ_ν = ν₀/c √(kT/m_H), ν₀ from the table's line
+            nu0 = C.c * RYDBERG_H_CM * (1.0 / tr["lower"]**2 - 1.0 / tr["upper"]**2)
+            s_nu = nu0 / C.c * torch.sqrt(C.k_B * T / _M_H)
+            lay.update(missing=missing, s_nu=s_nu)
+        if cache is not None:
+            cache[key] = lay
     if dnu.dim() == 1:
         dnu = dnu.expand(T.shape[0], -1)
-    lnx = torch.log(torch.clamp(dnu / F0[:, None], min=1e-300))
-    P = torch.exp(_ln_profile(tr, lnT, lnne, lnx, dev))
+    lnx = torch.log(torch.clamp(dnu / lay["F0"][:, None], min=1e-300))
+    P = torch.exp(_ln_profile(tr, lay["lnT"], lay["lnne"], lnx, dev, lay["table"]))
     if normalize:
-        u = torch.linspace(float(tr["lnx"][0]), float(tr["lnx"][-1]), 801, dtype=torch.float64,
-                           device=dev)
-        Pq = torch.exp(_ln_profile(tr, lnT, lnne, u.expand(T.shape[0], -1), dev))
-        xq = torch.exp(u)
-        area = 2 * F0 * (torch.trapezoid(Pq * xq, u, dim=1) + Pq[:, 0] * xq[0]
-                         + Pq[:, -1] * xq[-1] / 1.5)
-        missing = torch.clamp(1.0 - area, min=0.0)
-        # thermal Doppler width in Hz: σ_ν = ν₀/c √(kT/m_H), ν₀ from the table's line
-        nu0 = C.c * RYDBERG_H_CM * (1.0 / tr["lower"]**2 - 1.0 / tr["upper"]**2)
-        s_nu = nu0 / C.c * torch.sqrt(C.k_B * T / _M_H)
+        s_nu = lay["s_nu"]
         gauss = torch.exp(-0.5 * (dnu / s_nu[:, None]) ** 2) / (math.sqrt(2 * math.pi)
                                                                 * s_nu[:, None])
-        P = P + missing[:, None] * gauss
-    return P * inside[:, None], inside
+        P = P + lay["missing"][:, None] * gauss
+    return P * lay["inside"][:, None], lay["inside"]
 
 
 def hummer_mihalas_w(n: int, nH: torch.Tensor, nHe: torch.Tensor, ne: torch.Tensor):
@@ -228,12 +247,14 @@ def _layer_inputs(wl, atm, eos, vmic_kms):
 
 
 def hydrogen_line_absorption(wl, atm, eos, *, series=("balmer", "paschen"), vmic_kms=1.0,
-                             window=150.0, use_mhd=True, n_upper_max=30):
+                             window=150.0, use_mhd=True, n_upper_max=30, cache=None):
     """Opacity (cm⁻¹) of the H I Balmer/Paschen lines on ``wl`` (Å, vacuum, sorted):
     shape (…, L, W). ``atm``: ``T``, ``ne`` (…, L); ``eos``: ``atoms``/``U`` (…, L, 93, 3)
     (H I = [..., 1, 0], He I = [..., 2, 0]). ``vmic_kms`` only enters the Doppler width of
     the Hα–Hγ self-broadening component (the Stark tables already include thermal
-    Doppler broadening). ``window``: half width (Å) around each line centre."""
+    Doppler broadening). ``window``: half width (Å) around each line centre.
+    ``cache``: a dict the caller keeps for one star (same ``atm``, ``eos``) across calls on
+    different wavelength chunks; per-layer quantities are then computed once per transition."""
     batch, N, wl_t, wl_np, Tf, ne, nH, nHe, UH, xi = _layer_inputs(wl, atm, eos, vmic_kms)
     W = wl_np.size
     dev = Tf.device
@@ -241,10 +262,15 @@ def hydrogen_line_absorption(wl, atm, eos, *, series=("balmer", "paschen"), vmic
     for tr, lam0, i0, i1 in _transitions_in(wl_np, series, window, n_upper_max):
         lo_n, up_n = tr["lower"], tr["upper"]
         lam = wl_t[i0:i1]
-        strength = _strength(lo_n, up_n, tr["log_gf"], Tf, ne, nH, nHe, UH, use_mhd)   # (N,)
+        skey = ("strength", lo_n, up_n, use_mhd)
+        strength = cache.get(skey) if cache is not None else None
+        if strength is None:
+            strength = _strength(lo_n, up_n, tr["log_gf"], Tf, ne, nH, nHe, UH, use_mhd)   # (N,)
+            if cache is not None:
+                cache[skey] = strength
         nu0 = C.c / (lam0 * 1e-8)
         dnu = (C.c / (lam * 1e-8) - nu0).abs()
-        P, _ = stark_profile(tr, Tf, ne, dnu)
+        P, _ = stark_profile(tr, Tf, ne, dnu, cache=cache)
         if (lo_n, up_n) in _ABO:
             P = P + _abo_shape(lo_n, up_n, lam0, lam, Tf, nH, xi)
         out = out.index_add(1, torch.arange(i0, i1, device=dev), strength[:, None] * P)

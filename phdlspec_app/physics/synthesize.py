@@ -98,6 +98,10 @@ class Synthesizer:
         self.hydrogen = hydrogen
         self.n_mu = int(n_mu)
         self.line_threshold = float(line_threshold)
+        #: precision of the Faddeeva function in the forward line-profile kernel (see
+        #: ``line_absorption``): float32 halves the kernel time; the normalized flux moves
+        #: by < 1e-6 (BENCHMARKS.md). Derivatives are float64 either way.
+        self.profile_dtype = "float32"
         if linelist is None:
             from .linelist import load_default_linelist
 
@@ -158,9 +162,9 @@ class Synthesizer:
                                wl_chunk[-1] + 30.0)
         return line_absorption(None, wl_chunk, atm, eos, vmic, alpha_cont=alpha_c,
                                threshold=self.line_threshold, prepared=prep,
-                               return_plan=return_plan)
+                               return_plan=return_plan, profile_dtype=self.profile_dtype)
 
-    def _chunk_flux(self, wl_chunk: np.ndarray, atm, eos, vmic, wl_c, alpha_cc):
+    def _chunk_flux(self, wl_chunk: np.ndarray, atm, eos, vmic, wl_c, alpha_cc, h_cache=None):
         dev = self.device
         wl_t = torch.as_tensor(wl_chunk, dtype=torch.float64, device=dev)
         alpha_c = _interp_last(alpha_cc, wl_c, wl_t)
@@ -168,7 +172,7 @@ class Synthesizer:
         if self.hydrogen:
             from .hydrogen_lines import hydrogen_line_absorption
 
-            alpha_l = alpha_l + hydrogen_line_absorption(wl_t, atm, eos, vmic_kms=vmic)
+            alpha_l = alpha_l + hydrogen_line_absorption(wl_t, atm, eos, vmic_kms=vmic, cache=h_cache)
         S = planck_lambda(wl_t, atm.T)
         return _flux_pair(alpha_c, alpha_l, S, eos.rho, atm.rhox, self.n_mu)
 
@@ -184,8 +188,9 @@ class Synthesizer:
 
             chunks = tqdm(chunks, desc="synthesis", unit="chunk")
         F, C = [], []
+        h_cache = {}        # per-layer hydrogen quantities of this star, shared by the chunks
         for a, b in chunks:
-            f, c = self._chunk_flux(wl[a:b], atm, eos, vmic, wl_c, alpha_cc)
+            f, c = self._chunk_flux(wl[a:b], atm, eos, vmic, wl_c, alpha_cc, h_cache)
             F.append(f)
             C.append(c)
         F = torch.cat(F, dim=-1)
