@@ -81,7 +81,8 @@ def _cmd_train(args) -> int:
                           "chi2_per_pixel": emu.card["finetune"]["history_last"]["chi2_per_pixel"]}))
         return 0
     emu = train(data, args.output, cfg, resume=args.resume)
-    print(json.dumps({"model": args.output, **emu.card["training"]["source"],
+    src = {k: v for k, v in emu.card["training"]["source"].items() if k != "files_sha256"}
+    print(json.dumps({"model": args.output, **src,
                       "n_train_spectra": emu.card["training"]["n_train_spectra"],
                       "final_loss_flux": emu.card["training"]["final_loss_flux"]}))
     return 0

@@ -109,7 +109,9 @@ def load_training_set(grid_dir, heldout: bool = False) -> TrainingSet:
                        ref_labels=ref_labels, ref_flux=ref_flux, jacobian=jac,
                        domain=TrainingDomain.from_grid_spec(spec),
                        source={"grid": str(grid_dir), "engine_version": g["manifest"].get("engine_version"),
-                               "n_grid": int(len(g["labels"]))})
+                               "n_grid": int(len(g["labels"])),
+                               "n_grid_reference": int(len(g.get("ref_labels", []))),
+                               "files_sha256": {k: v["sha256"] for k, v in sorted(g["manifest"]["files"].items())}})
 
 
 def _device(name: str) -> torch.device:
