@@ -49,21 +49,18 @@ class EmulatorDouble:
     def __call__(self, labels):
         lab = np.asarray(labels, dtype=float)
         single = lab.ndim == 1
-        lab = np.atleast_2d(lab)
         self.calls += 1
-        out = np.stack([self._one(row) for row in lab])
+        out = self._flux(np.atleast_2d(lab))
         return out[0] if single else out
 
-    def jacobian(self, labels, eps: float | None = None):
+    def jacobian(self, labels):
         lab = np.atleast_2d(np.asarray(labels, dtype=float))
-        steps = np.array([1.0 if n == "teff" else 0.01 for n in self.label_names])
-        jac = np.empty((lab.shape[0], lab.shape[1], self.wavelength.size))
-        for i in range(lab.shape[1]):
-            up, dn = lab.copy(), lab.copy()
-            up[:, i] += steps[i]
-            dn[:, i] -= steps[i]
-            jac[:, i] = (self(up) - self(dn)) / (2 * steps[i])
-        return jac
+        n, m = lab.shape
+        steps = np.array([1.0 if name == "teff" else 0.01 for name in self.label_names])
+        eye = np.eye(m) * steps
+        rows = np.concatenate([lab[:, None, :] + eye[None], lab[:, None, :] - eye[None]], axis=1)
+        flux = self._flux(rows.reshape(-1, m)).reshape(n, 2 * m, -1)
+        return (flux[:, :m] - flux[:, m:]) / (2 * steps[None, :, None])
 
     def domain_violations(self, labels):
         lab = np.atleast_2d(np.asarray(labels, dtype=float))
@@ -81,32 +78,76 @@ class EmulatorDouble:
         return np.array([not bad for bad in self.domain_violations(labels)])
 
     # ---- the fake spectrum ---------------------------------------------------------------
-    def _one(self, row):
-        teff, logg, vmic, vbroad, rv, feh = row[:6]
-        abund = np.where(self._owner == 5, feh, feh + row[self._owner])
+    def _flux(self, lab):
+        """(N, 32) labels -> (N, W) flux, vectorized over rows."""
+        teff, logg, vmic, vbroad, rv, feh = (lab[:, i:i + 1] for i in range(6))
+        abund = np.where(self._owner == 5, feh, feh + lab[:, self._owner])  # (N, lines)
         depth = self._strength * (1 / (1 + np.exp(-(abund + 1.0) * 1.5))) * (5777.0 / teff) ** 2
-        depth *= 1 + 0.05 * (vmic - 1.0) + 0.02 * (4.44 - logg)
-        depth = np.clip(depth, 0, 0.95)
-        shift = 1 + rv / _C
-        sigma_kms = np.hypot(_C / 1800 / 2.355, vbroad / 2.355)
+        depth = np.clip(depth * (1 + 0.05 * (vmic - 1.0) + 0.02 * (4.44 - logg)), 0, 0.95)
+        shift = 1 + rv / _C  # (N, 1)
         wl = self.wavelength
-        centers = self._centers * shift
-        # The grid is uniform in log10(lambda): a line spans a fixed number of pixels.
         dlog = np.log10(wl[1] / wl[0])
-        sigma_px = sigma_kms / _C / np.log(10) / dlog
-        k = int(np.ceil(6 * sigma_px)) + 1
-        pos = (np.log10(centers) - np.log10(wl[0])) / dlog
-        idx = np.round(pos).astype(int)[:, None] + np.arange(-k, k + 1)[None, :]
+        # The grid is uniform in log10(lambda): a line spans a fixed number of pixels.
+        sigma_px = np.hypot(_C / 1800 / 2.355, vbroad / 2.355) / _C / np.log(10) / dlog  # (N, 1)
+        k = int(np.ceil(6 * sigma_px.max())) + 1
+        pos = (np.log10(self._centers[None, :] * shift) - np.log10(wl[0])) / dlog  # (N, lines)
+        idx = np.round(pos).astype(int)[..., None] + np.arange(-k, k + 1)  # (N, lines, 2k+1)
         ok = (idx >= 0) & (idx < wl.size)
         idx = np.clip(idx, 0, wl.size - 1)
-        prof = np.where(ok, np.exp(-0.5 * ((idx - pos[:, None]) / sigma_px) ** 2), 0.0)
-        logf = np.zeros_like(wl)
-        np.add.at(logf, idx, np.log1p(-depth[:, None] * prof))
-        flux = np.exp(logf)
-        hdepth = 0.5 * np.exp(-((teff - 7500) / 2500) ** 2)
-        for c in self._balmer * shift:
-            flux *= 1 - hdepth * np.exp(-0.5 * ((wl - c) / (8.0 + 0.5 * logg)) ** 2)
+        prof = np.where(ok, np.exp(-0.5 * ((idx - pos[..., None]) / sigma_px[..., None]) ** 2), 0.0)
+        n = lab.shape[0]
+        logf = np.zeros(n * wl.size)
+        np.add.at(logf, (idx + wl.size * np.arange(n)[:, None, None]).ravel(),
+                  np.log1p(-depth[..., None] * prof).ravel())
+        flux = np.exp(logf.reshape(n, wl.size))
+        hdepth = 0.5 * np.exp(-((teff - 7500) / 2500) ** 2)  # (N, 1)
+        for c in self._balmer:
+            flux *= 1 - hdepth * np.exp(-0.5 * ((wl[None, :] - c * shift) / (8.0 + 0.5 * logg)) ** 2)
         return flux
+
+
+def fake_fit(seconds: float | None = 1.0, steps: int = 20):
+    """A stand-in for ``fitting.fit_spectrum`` (same signature and result type) that takes
+    ``seconds`` (None: ``cmaes_evals / 300`` s, so the UI's budgets give 2, 10 or 27 s), reports progress with a chi2, honours ``cancel`` and returns the true labels of
+    a simulated star (else the defaults): for testing the dashboard's fit wiring quickly."""
+    import time
+
+    from phdlspec_app.fitting import FitCancelled, FitResult
+    from phdlspec_app.fitting.diagnostics import ElementDiagnostic
+    from phdlspec_app.app.observation import fit_preprocessing
+
+    def fit(spectrum, emulator, method="cmaes", fix=None, priors=None, seed=0, progress=None, cancel=None, **kw):
+        duration = seconds if seconds is not None else kw.get("cmaes_evals", 3000) / 300
+        for i in range(steps):
+            if cancel is not None and cancel.is_set():
+                raise FitCancelled("fit cancelled")
+            if progress:
+                progress("cmaes", i / steps, chi2=5000.0 / (i + 1))
+            time.sleep(duration / steps)
+        truth = spectrum.meta.get("true_labels") or L.to_dict(L.defaults())
+        labels = {**L.to_dict(L.defaults()), **truth, **(fix or {})}
+        prep = fit_preprocessing()(spectrum, emulator.wavelength)
+        model = prep.model_observable(emulator(L.to_vector(labels)))
+        free = [n for n in L.label_names() if n not in (fix or {})]
+        err = {n: (0.0 if n in (fix or {}) else 0.05) for n in L.label_names()}
+        elements = {lab.name: ElementDiagnostic(lab.name, lab.element.symbol, 12, 15.0, 3.0, 2.0, 0.0, 0.04, 0.05,
+                                                lab.name != "cu_fe", lab.name in free)
+                    for lab in L.abundance_labels() if lab.name != "fe_h"}
+        rng = np.random.default_rng(seed)
+        samples = (L.to_vector(labels)[[L.get_label(n).index for n in free]]
+                   + 0.05 * rng.standard_normal((500, len(free)))) if method != "cmaes" else None
+        g = prep.good
+        chi2 = float((((prep.y - model) ** 2) * prep.ivar_y)[g].sum())
+        return FitResult(labels=labels, err_lo=err, err_hi=err, method=method, chi2=chi2,
+                         chi2_reduced=chi2 / max(int(g.sum()) - len(free), 1), n_pixels=int(g.sum()),
+                         n_free=len(free), snr=prep.snr, flags=["unconstrained:cu_fe"], elements=elements,
+                         fixed=sorted(fix or {}), priors=dict(priors or {}), free_names=free,
+                         wavelength=prep.wavelength, observed=prep.y, model=model, ivar=prep.ivar_y, good=g,
+                         mcmc={"tau": np.full(len(free), 30.0), "acceptance": 0.3, "steps": 2000, "nwalkers": 64,
+                               "converged": True} if samples is not None else None,
+                         samples=samples, meta=dict(prep.meta))
+
+    return fit
 
 
 # ---- tests of the double itself ---------------------------------------------------------
@@ -122,9 +163,11 @@ def test_double_shapes_and_domain():
     assert emu.domain_violations(bad) == [["teff"]]
 
 
-def test_double_elements_change_their_own_pixels():
+def test_double_rows_are_independent_and_elements_local():
     emu = EmulatorDouble()
-    jac = emu.jacobian(L.defaults())[0]
+    a, b = L.defaults(), L.to_vector({"teff": 5000, "vbroad": 40, "rv": 100})
+    np.testing.assert_allclose(emu(np.stack([a, b]))[1], emu(b), atol=1e-12)
+    jac = emu.jacobian(a)[0]
     mg = L.get_label("mg_fe").index
     assert np.abs(jac[mg]).max() > 0.01
     assert (np.abs(jac[mg]) > 1e-3).mean() < 0.2  # localized, like an element's lines

@@ -10,7 +10,7 @@ from phdlspec_app import labels as L
 from phdlspec_app.app import create_app
 from phdlspec_app.app.demo import demo_stars
 from phdlspec_app.app.live import NAMED_WINDOWS, LiveModel
-from phdlspec_app.app.observation import prepare_observation
+from phdlspec_app.app.observation import fit_preprocessing, prepare_observation
 from phdlspec_app.app.plot import ELEMENT_SOURCE_NAME, MODEL_SOURCE_NAME, SpectrumFigure
 from phdlspec_app.io import Spectrum, read_spectrum
 
@@ -74,8 +74,7 @@ def test_slider_widget_drives_labels_and_back(live):
 
 
 def test_residual_is_what_the_fit_compares(live, emu):
-    from phdlspec_app.fitting import prepare
-
+    prepare = fit_preprocessing()
     spec = demo_spectrum(emu, teff=5500, fe_h=-0.5)
     assert prepare_observation(spec).normalization == "file"  # no model: shown as it is
     obs = live.prepare(spec)

@@ -211,7 +211,7 @@ def test_bad_upload_shows_error_then_good_file_works(page, shared_dir):
     star = read_spectrum(shared_dir / "spectra" / "lamost" / DR9_STAR)
     choose(page, DR9_STAR)
     wait_for_points(page, star, "good file")
-    sync_api.expect(page.locator(".alert-danger")).to_be_hidden()
+    sync_api.expect(page.locator(".alert-danger", has_text=bad_name)).to_be_hidden()
 
     # And a good upload works too.
     data = (shared_dir / "spectra" / "lamost" / OLD_STAR).read_bytes()

@@ -14,7 +14,7 @@ pn = pytest.importorskip("panel")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from phdlspec_app.app.plot import ELEMENT_SOURCE_NAME, MODEL_SOURCE_NAME, SPECTRUM_SOURCE_NAME
-from test_app_double import EmulatorDouble
+from test_app_double import EmulatorDouble, fake_fit
 from test_browser import launch_browser, serve_dashboard, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
@@ -43,7 +43,8 @@ def browser():
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
     """The dashboard with the emulator double and an empty data directory (a fresh machine)."""
-    yield from serve_dashboard(data_dir=tmp_path_factory.mktemp("nodata"), emulator=EmulatorDouble())
+    yield from serve_dashboard(data_dir=tmp_path_factory.mktemp("nodata"), emulator=EmulatorDouble(),
+                               fit=fake_fit(None, steps=100))
 
 
 def open_page(browser, url):
@@ -120,7 +121,7 @@ def test_bad_upload_shows_error_and_session_survives(page):
     demo = page.locator("select").filter(has=page.locator("option", has_text="choose a demo star"))
     demo.select_option(label="K giant (simulated)")
     wait_until(lambda: state(page)[0] == 3909, message="the K giant", page=page)
-    sync_api.expect(page.locator(".alert-danger")).to_be_hidden()
+    sync_api.expect(page.locator(".alert-danger", has_text="broken.fits")).to_be_hidden()
 
 
 def test_two_sessions_are_isolated(browser, server_url):
@@ -138,3 +139,33 @@ def test_two_sessions_are_isolated(browser, server_url):
     finally:
         a.context.close()
         b.context.close()
+
+
+def open_fit_tab(page):
+    page.locator(".bk-tab", has_text="Fit").first.click()
+    sync_api.expect(page.get_by_role("button", name="Fit this spectrum")).to_be_visible()
+
+
+def test_short_fit_runs_to_completion_and_moves_the_model(page):
+    open_fit_tab(page)
+    page.locator("select").filter(has=page.locator("option", has_text="quick")).select_option(index=0)
+    _, before, _ = state(page)
+    page.get_by_role("button", name="Fit this spectrum").click()
+    sync_api.expect(page.get_by_text("Fit done", exact=False)).to_be_visible(timeout=30_000)
+    wait_until(lambda: abs(state(page)[1] - before) > 1e-3, message="the model at the fit result", page=page)
+    sync_api.expect(page.get_by_text("unconstrained").first).to_be_visible()
+    sync_api.expect(page.get_by_role("button", name="Fit this spectrum")).to_be_enabled()
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SCREENSHOT.with_name("fit_tab.png")), full_page=True)
+    assert page.page_errors == []
+
+
+def test_cancel_stops_a_running_fit(page):
+    open_fit_tab(page)
+    page.locator("select").filter(has=page.locator("option", has_text="thorough")).select_option(index=2)
+    page.get_by_role("button", name="Fit this spectrum").click()
+    sync_api.expect(page.get_by_text("Fitting (CMA-ES)", exact=False)).to_be_visible(timeout=15_000)
+    page.get_by_role("button", name="Cancel").click()
+    sync_api.expect(page.get_by_text("Fit cancelled", exact=False)).to_be_visible(timeout=10_000)
+    sync_api.expect(page.get_by_role("button", name="Fit this spectrum")).to_be_enabled()
+    assert page.page_errors == []

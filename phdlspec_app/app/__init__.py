@@ -16,17 +16,18 @@ import os
 __all__ = ["create_app", "serve"]
 
 
-def create_app(data_dir: str | os.PathLike | None = None, emulator="auto", start_demo: bool = False):
+def create_app(data_dir: str | os.PathLike | None = None, emulator="auto", start_demo: bool = False, fit=None):
     """A new :class:`~phdlspec_app.app.viewer.SpectrumViewer` (one per browser session).
 
     ``data_dir`` is the data directory (the folder holding ``spectra/lamost``); None uses
     :func:`phdlspec_app.paths.data_dir`'s search order. ``emulator``: an object with the
     emulator's API, ``"auto"`` (``phdlspec_app.emulator.load_emulator()``, loaded once per
-    process) or None. ``start_demo`` opens the default embedded demo star.
+    process) or None. ``start_demo`` opens the default embedded demo star. ``fit`` replaces
+    ``phdlspec_app.fitting.fit_spectrum`` (tests).
     """
     from .viewer import SpectrumViewer
 
-    return SpectrumViewer(data_dir=data_dir, emulator=emulator, start_demo=start_demo)
+    return SpectrumViewer(data_dir=data_dir, emulator=emulator, start_demo=start_demo, fit=fit)
 
 
 def serve(port: int = 5006, address: str = "localhost", show: bool = True,

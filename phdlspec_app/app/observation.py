@@ -1,7 +1,7 @@
 """The observation as the live model sees it.
 
 No Panel import here. With an emulator, the observation goes through the fitting layer's own
-preprocessing (``phdlspec_app.fitting.prepare``: rebinned onto the model grid, LSF matched,
+preprocessing (``phdlspec_app.preprocess.prepare``, formerly ``fitting.prepare``: rebinned onto the model grid, LSF matched,
 masks, divided by its pseudo-continuum), and the model shown is ``Prepared.model_observable``
 of the emulator's flux: the residual on screen is exactly the one the fit minimizes.
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Observation", "prepare_observation", "interp_to"]
+__all__ = ["Observation", "fit_preprocessing", "interp_to", "prepare_observation"]
 
 
 @dataclass
@@ -71,15 +71,24 @@ def _display_continuum(wl: np.ndarray, flux: np.ndarray, good: np.ndarray, windo
     return np.where(np.abs(cont) > floor, cont, floor)
 
 
+def fit_preprocessing():
+    """The fitting's ``prepare(spectrum, model_wavelength, model_resolution)``, or None."""
+    try:
+        from phdlspec_app.preprocess import prepare
+    except ImportError:
+        try:
+            from phdlspec_app.fitting import prepare
+        except ImportError:
+            return None
+    return prepare
+
+
 def prepare_observation(spec, model_wavelength=None, model_resolution: float = 1800.0) -> Observation:
     """:class:`Observation` of ``spec`` (a :class:`phdlspec_app.io.Spectrum`); with
     ``model_wavelength`` (an emulator's grid) through the fitting layer's preprocessing."""
     refusal = ""
     if model_wavelength is not None:
-        try:
-            from phdlspec_app.fitting import prepare
-        except ImportError:
-            prepare = None
+        prepare = fit_preprocessing()
         if prepare is not None:
             try:
                 prep = prepare(spec, np.asarray(model_wavelength, float), model_resolution)

@@ -16,19 +16,19 @@ __all__ = ["WEBSOCKET_MAX_MESSAGE_BYTES", "app_factory", "serve"]
 WEBSOCKET_MAX_MESSAGE_BYTES = 3 * MAX_UPLOAD_BYTES
 
 
-def app_factory(data_dir: str | os.PathLike | None = None, emulator="auto", start_demo: bool = True):
+def app_factory(data_dir: str | os.PathLike | None = None, emulator="auto", start_demo: bool = True, fit=None):
     """A callable that builds a fresh page (the viewer's template) for each browser session,
     opened on the default demo star."""
 
     def factory():
-        return create_app(data_dir, emulator=emulator, start_demo=start_demo).__panel__()
+        return create_app(data_dir, emulator=emulator, start_demo=start_demo, fit=fit).__panel__()
 
     return factory
 
 
 def serve(port: int = 5006, address: str = "localhost", show: bool = True,
           data_dir: str | os.PathLike | None = None, threaded: bool = False, emulator="auto",
-          start_demo: bool = True, **kwargs):
+          start_demo: bool = True, fit=None, **kwargs):
     """Serve the dashboard at ``http://{address}:{port}/``.
 
     ``emulator`` is shared by every session (see :func:`phdlspec_app.app.create_app`); each
@@ -37,5 +37,5 @@ def serve(port: int = 5006, address: str = "localhost", show: bool = True,
     """
     kwargs.setdefault("websocket_max_message_size", WEBSOCKET_MAX_MESSAGE_BYTES)
     print(f"PhDLspec dashboard: http://{address}:{port}/  (Ctrl-C to stop)", flush=True)
-    return pn.serve(app_factory(data_dir, emulator=emulator, start_demo=start_demo), port=port, address=address, show=show,
+    return pn.serve(app_factory(data_dir, emulator=emulator, start_demo=start_demo, fit=fit), port=port, address=address, show=show,
                     title=TITLE, threaded=threaded, **kwargs)

@@ -19,6 +19,7 @@ from phdlspec_app.io import Spectrum, SpectrumFormatError, read_spectrum
 
 from .demo import demo_stars
 from .files import SPECTRUM_SUFFIXES, find_lamost_files
+from .fitpanel import FitPanel
 from .live import LiveModel
 from .metadata import spectrum_warnings, summary_html
 from .plot import SpectrumFigure
@@ -73,10 +74,11 @@ class SpectrumViewer(pn.viewable.Viewer):
     status = param.String(default="", doc="One line saying what is shown.")
 
     def __init__(self, data_dir: str | os.PathLike | None = None, emulator="auto",
-                 start_demo: bool = False, **params):
+                 start_demo: bool = False, fit=None, **params):
         """``emulator``: an object with the emulator's API, ``"auto"`` (the default model,
         loaded once per process) or None (no live model). ``start_demo``: open the default
-        demo star at once (what the server does, so a fresh machine shows something)."""
+        demo star at once (what the server does, so a fresh machine shows something).
+        ``fit``: replaces ``fitting.fit_spectrum`` for the Fit tab (tests)."""
         super().__init__(**params)
         self._syncing_picker = False
         self.root, files, why = find_lamost_files(data_dir)
@@ -84,6 +86,7 @@ class SpectrumViewer(pn.viewable.Viewer):
         self.plot = SpectrumFigure.create()
         self.plot.figure.yaxis.axis_label = "Normalized flux"
         self.live = LiveModel(self.plot, emulator=emulator)
+        self.fitter = FitPanel(self.live, lambda: self.spectrum, fit=fit)
         self.demos = demo_stars()
         self.demo_picker = pn.widgets.Select(
             label="Demo stars (simulated by PhDLspec's engine)",
@@ -282,7 +285,7 @@ class SpectrumViewer(pn.viewable.Viewer):
         template.main.append(pn.Column(
             self.error_alert, self.warning_alert, self.live.model_alert, self.live.domain_alert,
             self.status_text,
-            pn.Tabs(spectrum_tab, dynamic=False, sizing_mode="stretch_width"),
+            pn.Tabs(spectrum_tab, self.fitter.panel(), dynamic=False, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         ))
         return template
