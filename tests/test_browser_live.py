@@ -169,3 +169,22 @@ def test_cancel_stops_a_running_fit(page):
     sync_api.expect(page.get_by_text("Fit cancelled", exact=False)).to_be_visible(timeout=10_000)
     sync_api.expect(page.get_by_role("button", name="Fit this spectrum")).to_be_enabled()
     assert page.page_errors == []
+
+
+DIFF_LEN_JS = """() => {
+  const m = Bokeh.documents[0].get_model_by_name("differential_source");
+  return m ? (m.get_length() ?? 0) : null;
+}"""
+
+
+def test_teaching_tab_element_explorer(page):
+    page.locator(".bk-tab", has_text="Teaching").first.click()
+    sync_api.expect(page.get_by_text("Element explorer")).to_be_visible()
+    select = page.locator("select").filter(has=page.locator("option", has_text="(none)")).last
+    select.select_option(label="Ca")
+    wait_until(lambda: page.evaluate(DIFF_LEN_JS) == 3909, message="the Ca differential spectrum", page=page)
+    sync_api.expect(page.get_by_text("strongest at", exact=False)).to_be_visible()
+    sync_api.expect(page.get_by_role("button", name="Run the ab initio engine")).to_be_enabled()
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SCREENSHOT.with_name("teaching_tab.png")), full_page=True)
+    assert page.page_errors == []

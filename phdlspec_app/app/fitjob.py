@@ -1,4 +1,4 @@
-"""Background fits for the dashboard: one :class:`FitJob` per request, run by a small pool.
+"""Background work for the dashboard: fits (:class:`FitJob`) and engine runs (:class:`Job`).
 
 No Panel here (and no Bokeh): the worker thread only writes plain attributes of its job
 (stage, fraction, chi2, result, error); each browser session polls its job from its own event
@@ -18,11 +18,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["FitJob", "fit_pool", "pool_size"]
+__all__ = ["FitJob", "Job", "fit_pool", "pool_size", "physics_pool"]
 
 log = logging.getLogger(__name__)
 
 _POOL: ThreadPoolExecutor | None = None
+_PHYSICS_POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
@@ -31,6 +32,15 @@ def pool_size() -> int:
     if env:
         return max(1, int(env))
     return 1 if (os.cpu_count() or 1) <= 4 else 2
+
+
+def physics_pool() -> ThreadPoolExecutor:
+    """One worker for the ab initio engine's "physics vs emulator" runs (process-wide)."""
+    global _PHYSICS_POOL
+    with _POOL_LOCK:
+        if _PHYSICS_POOL is None:
+            _PHYSICS_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phdlspec-physics")
+        return _PHYSICS_POOL
 
 
 def fit_pool() -> ThreadPoolExecutor:
@@ -42,21 +52,16 @@ def fit_pool() -> ThreadPoolExecutor:
         return _POOL
 
 
-class FitJob:
-    """One fit of one spectrum, run in the pool. Read its attributes from any thread.
+class Job:
+    """One piece of background work run by a pool; read its attributes from any thread.
 
-    state : "queued", "running", "done", "failed" or "cancelled"
-    stage, fraction : the fit's last progress report (``fit_spectrum``'s ``progress``)
-    chi2 : the current chi2 when the fitter reports one, else None
-    result : the :class:`~phdlspec_app.fitting.FitResult` when done; error : why it failed
+    ``work(job)`` does the work and returns the result; it may set ``job.stage``/``fraction``
+    and should check ``job.cancel_event``. state : "queued", "running", "done", "failed" or
+    "cancelled"; result : what ``work`` returned; error : why it failed.
     """
 
-    def __init__(self, spectrum, emulator, method: str = "cmaes", fix=None, priors=None, seed: int = 0,
-                 fit=None, **fit_kwargs):
-        self.spectrum, self.emulator = spectrum, emulator
-        self.method, self.fix, self.priors, self.seed = method, dict(fix or {}), dict(priors or {}), seed
-        self.fit_kwargs = fit_kwargs
-        self._fit = fit  # the fitting function (default: phdlspec_app.fitting.fit_spectrum)
+    def __init__(self, work=None):
+        self._work = work
         self.cancel_event = threading.Event()
         self.state = "queued"
         self.stage, self.fraction, self.chi2 = "queued", 0.0, None
@@ -68,12 +73,12 @@ class FitJob:
         self.future = None
 
     # ---- control (any thread) -------------------------------------------------------------
-    def submit(self, pool: ThreadPoolExecutor | None = None) -> FitJob:
+    def submit(self, pool: ThreadPoolExecutor | None = None):
         self.future = (pool or fit_pool()).submit(self._run)
         return self
 
     def cancel(self) -> None:
-        """Ask the fit to stop; it ends in state ``cancelled`` within one evaluation."""
+        """Ask the work to stop; it ends in state ``cancelled`` (at once when still queued)."""
         self.cancel_event.set()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -91,11 +96,8 @@ class FitJob:
         return (self.finished or time.monotonic()) - self.started
 
     # ---- the worker ------------------------------------------------------------------------
-    def _progress(self, stage, fraction=0.0, *extra, **info) -> None:
-        self.stage, self.fraction = str(stage), float(fraction)
-        chi2 = info.get("chi2", extra[0] if extra else None)
-        if chi2 is not None:
-            self.chi2 = float(chi2)
+    def work(self):
+        return self._work(self)
 
     def _run(self) -> None:
         try:
@@ -103,13 +105,7 @@ class FitJob:
                 self.state, self.stage = "cancelled", "cancelled"
                 return
             self.state, self.started = "running", time.monotonic()
-            fit = self._fit
-            if fit is None:
-                from phdlspec_app.fitting import fit_spectrum as fit
-            self.result = fit(self.spectrum, self.emulator, method=self.method, fix=self.fix or None,
-                              priors=self.priors or None, seed=self.seed, progress=self._progress,
-                              cancel=self.cancel_event, **self.fit_kwargs)
-            self.chi2 = getattr(self.result, "chi2", self.chi2)
+            self.result = self.work()
             self.state, self.stage, self.fraction = "done", "done", 1.0
         except Exception as exc:  # FitCancelled, FitInputError, anything: the server lives on
             if self.cancel_event.is_set():
@@ -117,7 +113,39 @@ class FitJob:
             else:
                 self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
                 if not isinstance(exc, ValueError):
-                    log.exception("background fit failed")
+                    log.exception("background job failed")
         finally:
             self.finished = time.monotonic()
             self._done.set()
+
+
+class FitJob(Job):
+    """One fit of one spectrum (``fitting.fit_spectrum``, or ``fit``), run in the pool.
+
+    stage, fraction : the fit's last progress report; chi2 : the current chi2 when the
+    fitter reports one, else None; result : the :class:`~phdlspec_app.fitting.FitResult`.
+    """
+
+    def __init__(self, spectrum, emulator, method: str = "cmaes", fix=None, priors=None, seed: int = 0,
+                 fit=None, **fit_kwargs):
+        super().__init__()
+        self.spectrum, self.emulator = spectrum, emulator
+        self.method, self.fix, self.priors, self.seed = method, dict(fix or {}), dict(priors or {}), seed
+        self.fit_kwargs = fit_kwargs
+        self._fit = fit  # the fitting function (default: phdlspec_app.fitting.fit_spectrum)
+
+    def _progress(self, stage, fraction=0.0, *extra, **info) -> None:
+        self.stage, self.fraction = str(stage), float(fraction)
+        chi2 = info.get("chi2", extra[0] if extra else None)
+        if chi2 is not None:
+            self.chi2 = float(chi2)
+
+    def work(self):
+        fit = self._fit
+        if fit is None:
+            from phdlspec_app.fitting import fit_spectrum as fit
+        result = fit(self.spectrum, self.emulator, method=self.method, fix=self.fix or None,
+                     priors=self.priors or None, seed=self.seed, progress=self._progress,
+                     cancel=self.cancel_event, **self.fit_kwargs)
+        self.chi2 = getattr(result, "chi2", self.chi2)
+        return result

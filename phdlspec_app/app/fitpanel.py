@@ -24,6 +24,7 @@ from phdlspec_app import labels as L
 
 from .fitjob import FitJob
 from .live import ELEMENT_DELTA, SHADE_THRESHOLD, LiveModel, display_name
+from .polling import SessionPoller
 
 __all__ = ["BUDGETS", "ELEMENT_RESIDUAL_SOURCE_NAME", "FitPanel", "parse_priors_text"]
 
@@ -158,10 +159,9 @@ class FitPanel(param.Parameterized):
         self.live = live
         self.get_spectrum = get_spectrum
         self._fit = fit
-        self.poll_ms = poll_ms
+        self.poller = SessionPoller(self.poll, poll_ms)
         self.job: FitJob | None = None
         self.result = None
-        self._callback = None
 
         self.method = pn.widgets.RadioButtonGroup(options=list(_METHODS), value="CMA-ES", button_type="default")
         self.budget = pn.widgets.Select(label="Budget", options=list(BUDGETS), value=list(BUDGETS)[1], width=230)
@@ -220,7 +220,7 @@ class FitPanel(param.Parameterized):
         self.fit_button.disabled, self.cancel_button.disabled = True, False
         self.progress.param.update(value=0, visible=True)
         self.status = "Fit queued…"
-        self._start_polling()
+        self.poller.start()
         return self.job
 
     def cancel(self) -> None:
@@ -233,18 +233,6 @@ class FitPanel(param.Parameterized):
         return None
 
     # ------------------------------------------------------------------ polling (event loop)
-    def _start_polling(self) -> None:
-        doc = pn.state.curdoc
-        if doc is None or doc.session_context is None:
-            return  # no server (tests): the caller polls
-        self._stop_polling()
-        self._callback = pn.state.add_periodic_callback(self.poll, period=self.poll_ms)
-
-    def _stop_polling(self) -> None:
-        if self._callback is not None:
-            self._callback.stop()
-            self._callback = None
-
     def poll(self) -> None:
         """Show the job's progress; when it has ended, its result (or why not)."""
         job = self.job
@@ -256,7 +244,7 @@ class FitPanel(param.Parameterized):
             self.progress.value = int(100 * min(max(job.fraction, 0.0), 1.0))
             self.status = f"Fitting ({self.method.value}): {where} {100 * job.fraction:.0f} %{chi2} — {job.elapsed:.0f} s"
             return
-        self._stop_polling()
+        self.poller.stop()
         self.fit_button.disabled, self.cancel_button.disabled = False, True
         self.progress.visible = False
         if job.state == "done":

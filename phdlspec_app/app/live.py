@@ -115,6 +115,7 @@ class LiveModel(param.Parameterized):
     emulator_message = param.String(default="", doc="Why there is no model ('' when there is one).")
     best_fit = param.Dict(default=None, allow_None=True, doc="Labels of the last fit, for 'Copy best fit'.")
     true_labels = param.Dict(default=None, allow_None=True, doc="True labels of a simulated star.")
+    element_version = param.Integer(default=0, doc="Incremented whenever the element layers are recomputed.")
 
     def __init__(self, spectrum_figure: SpectrumFigure, emulator="auto", **params):
         super().__init__(**params)
@@ -314,6 +315,7 @@ class LiveModel(param.Parameterized):
         if self.emulator is None or not self.element:
             self._jac_row = None
             self.layers.clear_element()
+            self.element_version += 1
             return
         lab = L.get_label(self.element)
         vec = self.vector()
@@ -330,6 +332,7 @@ class LiveModel(param.Parameterized):
         sensitive = np.abs(self._jac_row) * ELEMENT_DELTA > SHADE_THRESHOLD
         self.layers.set_element(wl, flux[0].astype(np.float32), flux[1].astype(np.float32),
                                 np.where(sensitive, -5.0, np.nan), np.where(sensitive, 5.0, np.nan))
+        self.element_version += 1
 
     def sensitive_fraction(self) -> float:
         """Fraction of the display pixels shaded for the selected element (0 when none)."""
@@ -368,6 +371,25 @@ class LiveModel(param.Parameterized):
             yr.update(start=yr.reset_start, end=yr.reset_end)
         else:
             yr.update(start=0.0, end=1.15)
+
+    def element_derivative(self) -> np.ndarray | None:
+        """d flux / d(selected label) on the display pixels (per dex; None without element)."""
+        return self._jac_row
+
+    def strongest_features(self, n: int = 8, min_separation: float = 10.0) -> list[float]:
+        """Wavelengths (Angstrom) of the ``n`` largest |d flux / d element| peaks, at least
+        ``min_separation`` apart, strongest first."""
+        if self._jac_row is None:
+            return []
+        wl = self._display_wavelength()
+        j = np.abs(np.nan_to_num(self._jac_row))
+        picked: list[float] = []
+        for i in np.argsort(j)[::-1]:
+            if j[i] * ELEMENT_DELTA <= SHADE_THRESHOLD or len(picked) >= n:
+                break
+            if all(abs(wl[i] - w) >= min_separation for w in picked):
+                picked.append(float(wl[i]))
+        return picked
 
     def strongest_window(self, half_width: float = 30.0) -> tuple[float, float] | None:
         """A window around the selected element's most sensitive pixel."""

@@ -22,6 +22,7 @@ from .files import SPECTRUM_SUFFIXES, find_lamost_files
 from .fitpanel import FitPanel
 from .live import LiveModel
 from .metadata import spectrum_warnings, summary_html
+from .teaching import Teaching
 from .plot import SpectrumFigure
 
 __all__ = ["MAX_UPLOAD_BYTES", "TITLE", "SpectrumViewer"]
@@ -87,6 +88,7 @@ class SpectrumViewer(pn.viewable.Viewer):
         self.plot.figure.yaxis.axis_label = "Normalized flux"
         self.live = LiveModel(self.plot, emulator=emulator)
         self.fitter = FitPanel(self.live, lambda: self.spectrum, fit=fit)
+        self.teaching = Teaching(self.live)
         self.demos = demo_stars()
         self.demo_picker = pn.widgets.Select(
             label="Demo stars (simulated by PhDLspec's engine)",
@@ -285,7 +287,8 @@ class SpectrumViewer(pn.viewable.Viewer):
         template.main.append(pn.Column(
             self.error_alert, self.warning_alert, self.live.model_alert, self.live.domain_alert,
             self.status_text,
-            pn.Tabs(spectrum_tab, self.fitter.panel(), dynamic=False, sizing_mode="stretch_width"),
+            pn.Tabs(spectrum_tab, self.fitter.panel(), self.teaching.panel(), dynamic=False,
+                    sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         ))
         return template
