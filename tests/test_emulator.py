@@ -135,7 +135,7 @@ def test_torch_input_gives_a_differentiable_output():
 
 
 def test_random_probe_gradient_term_estimates_the_full_jacobian_mismatch():
-    """E over probes of the gradient term = the mean squared Jacobian mismatch (scaled units)."""
+    """E over probes of the gradient term = the mean squared Jacobian mismatch per step δ."""
     from phdlspec_app.emulator.train import FLUX_UNIT, _jac_scale
 
     emu = _tiny_emulator()
@@ -145,11 +145,11 @@ def test_random_probe_gradient_term_estimates_the_full_jacobian_mismatch():
     cfg = TrainConfig(n_probes=400, ref_batch=3)
     torch.manual_seed(0)
     est = float(_gradient_loss(emu, lab, target, cfg, rng))
-    # exact: Jacobian of the unbroadened network output per scaled unit
-    jac = torch.as_tensor(emu.jacobian(lab.numpy().astype(float).copy() * 0 + lab.numpy())[:, [
-        L.label_names().index(n) for n in INPUT_LABELS]], dtype=torch.float32)
+    # exact: the emulator's Jacobian per label unit, times the steps δ; the default
+    # labels carry vbroad = 0 and rv = 0, so the broadened Jacobian is the network's
+    jac = torch.as_tensor(emu.jacobian(lab.numpy())[:, [L.label_names().index(n) for n in INPUT_LABELS]],
+                          dtype=torch.float32)
     jac = jac * torch.as_tensor(_jac_scale(), dtype=torch.float32)[None, :, None]
-    # the default labels carry vbroad = 0 and rv = 0, so the broadened Jacobian is the network's
     exact = float(((jac - target) ** 2).sum(1).mean()) / FLUX_UNIT ** 2
     assert est == pytest.approx(exact, rel=0.15)
 
@@ -226,7 +226,7 @@ def test_the_gradient_term_teaches_the_derivative_the_flux_alone_does_not_pin_do
 
     import tempfile
     with tempfile.TemporaryDirectory() as d:
-        with_prior = cosine(1.0, f"{d}/p.safetensors")
+        with_prior = cosine(20.0, f"{d}/p.safetensors")
         without = cosine(0.0, f"{d}/n.safetensors")
     assert with_prior > 0.9
     assert with_prior > without + 0.3

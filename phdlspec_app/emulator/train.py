@@ -12,9 +12,11 @@ derivatives. Matching the full 3909 × 30 Jacobian every step would cost 30 forw
 passes; instead each step draws ``n_probes`` random directions v ~ N(0, I) in the
 network's scaled input space and matches the directional derivatives J v (one
 ``torch.func.jvp`` each). Since E[|A v|²] = |A|²_F for such v, this is an unbiased
-estimate of the full Frobenius gradient-matching loss. Derivatives are compared in
-scaled units (per half the schema range of each label), so that Teff (per K) and the
-abundances (per dex) enter on a common footing.
+estimate of the full Frobenius gradient-matching loss. Derivatives are compared per
+label step δ (``GRAD_STEP``: 50 K, 0.1 dex in log g, 0.1 km/s, 0.05 dex in abundances —
+about one LAMOST-quality uncertainty), i.e. as the flux change of a typical step, in the
+same units as the flux term; so Teff (per K) and the abundances (per dex) enter on a
+common, physically meaningful footing.
 
 Held-out split: every 11th spectrum of the grid (index % 11 == 10) and every 11th
 reference point are never trained on; they are what the accuracy and gradient-fidelity
@@ -120,9 +122,25 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _jac_scale() -> np.ndarray:
+#: label steps (K, dex, km/s) in which the gradient term measures derivatives: about
+#: one LAMOST-quality uncertainty each, so that J·δ is the flux change of a typical step
+GRAD_STEP = {"teff": 50.0, "logg": 0.1, "vmic": 0.1}
+_ABUND_STEP = 0.05
+
+
+def _grad_steps() -> np.ndarray:
+    """δ_k for the INPUT_LABELS (see :data:`GRAD_STEP`; abundances 0.05 dex)."""
+    return np.array([GRAD_STEP.get(n, _ABUND_STEP) for n in INPUT_LABELS])
+
+
+def _half_range() -> np.ndarray:
     """d(physical label)/d(scaled input) for the INPUT_LABELS: half the schema range."""
     return np.array([(L.get_label(n).hi - L.get_label(n).lo) / 2.0 for n in INPUT_LABELS])
+
+
+def _jac_scale() -> np.ndarray:
+    """Engine Jacobian (per label unit) → per step δ: the target's scale in the loss."""
+    return _grad_steps()
 
 
 def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), workdir=None, resume: bool = False,
@@ -236,17 +254,21 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
 
 
 def _gradient_loss(emu: Emulator, XR, JR, config: TrainConfig, rng) -> torch.Tensor:
-    """Random-probe estimate of the gradient-matching term (see the module docstring)."""
+    """Random-probe estimate of the gradient-matching term (see the module docstring).
+
+    ``JR`` (M, 30, W): the engine's derivatives per step δ_k (``_jac_scale``). A probe
+    v ~ N(0, I) in step units moves the network's scaled input by v δ / half-range."""
     from torch.func import jvp
 
     m = min(config.ref_batch, len(XR))
     idx = torch.as_tensor(rng.choice(len(XR), size=m, replace=False), device=XR.device)
     x = emu.scale(XR[idx])
-    jr = JR[idx]                                           # (m, 30, W) per scaled unit
+    jr = JR[idx]
+    to_scaled = torch.as_tensor(_grad_steps() / _half_range(), dtype=x.dtype, device=x.device)
     total = 0.0
     for _ in range(config.n_probes):
         v = torch.randn_like(x)
-        _, jv = jvp(lambda s: emu.flux_std * emu.net(s), (x,), (v,))
+        _, jv = jvp(lambda s: emu.flux_std * emu.net(s), (x,), (v * to_scaled,))
         target = torch.einsum("mkw,mk->mw", jr, v)
         total = total + ((jv - target) ** 2).mean()
     return total / config.n_probes / FLUX_UNIT ** 2
