@@ -233,3 +233,18 @@ def test_load_atmosphere_dispatches(shared_dir):
         A.load_atmosphere(5777, 4.44, 0.0, source="marcs")
     if importlib.util.find_spec("atmosnet") is not None:
         assert A.load_atmosphere(5777, 4.44, 0.0).source == "atmosnet:cool"
+
+
+def test_atmosnet_structure_that_turns_back_deep_is_cut_and_higher_up_refused():
+    """Hot subgiants at the edge of atmosnet's envelope (found by the training grid: the
+    engine's flux was NaN there) turn back in column mass at τ_Ross ≈ 220: cut there.
+    One that turns back at τ_Ross ≈ 3 is refused with a clear message."""
+    from phdlspec_app.physics.atmosphere import TAU_CUT_MIN, atmosnet_atmosphere
+
+    atm = atmosnet_atmosphere(6922.58, 3.75, -2.05, 0.4)
+    assert (torch.diff(atm.rhox) > 0).all() and 60 < atm.rhox.numel() < 80
+    assert atm.tau_ross[-1] >= TAU_CUT_MIN
+    with pytest.raises(ValueError, match="not monotonic in column mass"):
+        atmosnet_atmosphere(5908.2, 3.64, 0.0669, -0.0583)
+    sun = atmosnet_atmosphere(5777.0, 4.44, 0.0, 0.0)
+    assert sun.rhox.numel() == 80 and (torch.diff(sun.rhox) > 0).all()

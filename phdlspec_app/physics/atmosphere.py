@@ -317,6 +317,25 @@ def atmosnet_atmosphere(teff, logg, fe_h, alpha_fe=0.0) -> ModelAtmosphere:
         out = torch.where(use_hot[..., None, None], _forward(hot, x), _forward(cool, x))
     val = torch.pow(10.0, out) - _LOG_OFFSET                          # (..., 8, 80)
     rhox, T, P, ne, abross = (val[..., i, :] for i in range(5))
+    # Near the edges of its training envelope (hot subgiants: Teff ≳ 6600 K at log g
+    # 3.4–3.9) the network returns a column mass that turns back with depth in its last
+    # few layers (from layer 75 of 80, at τ_Ross ≈ 220). Layers that deep do not reach
+    # the emergent flux (e^-220), so the model is cut at the last monotonic layer when
+    # τ_Ross there is ≥ TAU_CUT_MIN; a structure that turns back higher up is refused
+    # (found by the training grid: the optical depth ran backwards and the flux was NaN).
+    ok = torch.diff(rhox.detach(), dim=-1) > 0                          # (..., L-1)
+    if not bool(ok.all()):
+        first_bad = torch.where(ok.all(dim=-1), torch.full(ok.shape[:-1], ok.shape[-1], device=ok.device),
+                                (~ok).int().argmax(dim=-1))            # last good layer index
+        keep = int(first_bad.min()) + 1
+        tau_keep = rosseland_optical_depth(rhox[..., :keep], abross[..., :keep]).detach()[..., -1]
+        if keep < 2 or not bool((tau_keep >= TAU_CUT_MIN).all()):
+            bad = xd.reshape(-1, xd.shape[-1])[(tau_keep < TAU_CUT_MIN).reshape(-1)][0].tolist()
+            raise ValueError(
+                f"(Teff, logg, [Fe/H], [α/Fe]) = {tuple(round(v, 3) for v in bad)}: the atmosnet structure "
+                f"is not monotonic in column mass (RHOX) above τ_Ross = {TAU_CUT_MIN:g} — outside the "
+                "network's reliable domain; use source='kurucz' or other labels")
+        rhox, T, P, ne, abross = (a[..., :keep] for a in (rhox, T, P, ne, abross))
     kind = "hot" if n_hot == use_hot.numel() else "cool" if n_hot == 0 else "cool+hot"
     return ModelAtmosphere(rhox=rhox, T=T, P=P, ne=ne, abross=abross, vturb=None,
                            tau_ross=rosseland_optical_depth(rhox, abross),
@@ -464,6 +483,8 @@ def salaris_m_h(fe_h: float, alpha_fe: float) -> float:
     return float(fe_h) + math.log10(0.638 * 10 ** float(alpha_fe) + 0.362)
 
 
+#: an atmosnet model whose column mass turns back below this Rosseland depth is cut there
+TAU_CUT_MIN = 50.0
 #: [α/Fe] range (dex) of atmosnet's training grid
 ATMOSNET_ALPHA = (-0.2, 0.6)
 
