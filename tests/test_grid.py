@@ -132,3 +132,20 @@ def test_a_star_the_engine_refuses_is_dropped_not_fatal(tmp_path, monkeypatch):
     assert manifest["files"]["shard_00000.npz"]["failed"] == [1]
     g = read_grid(tmp_path)
     assert g["labels"].shape[0] == 2 and np.all(g["flux"] == 0.5)
+
+
+def test_resume_redoes_a_shard_with_unreported_nan_spectra(tmp_path):
+    from phdlspec_app.physics.grid import _atomic_savez, _encode, _plan_jobs
+
+    spec = GridSpec(n=4, n_reference=0, shard_size=2)
+    lab = sample_labels(spec)
+    wl = np.linspace(5000, 5100, 5)
+    good = np.full((2, 5), 0.9)
+    bad = good.copy()
+    bad[1] = np.nan
+    _atomic_savez(tmp_path / "shard_00000.npz", **_encode(lab[:2], good, wl))
+    _atomic_savez(tmp_path / "shard_00001.npz", **_encode(lab[2:], bad, wl))
+    done = {n: {"sha256": sha256_file(tmp_path / n), "n": 2} for n in ("shard_00000.npz", "shard_00001.npz")}
+    assert [n for _, n, _ in _plan_jobs(spec, lab, lab[:0], tmp_path, done)] == ["shard_00001.npz"]
+    done["shard_00001.npz"]["failed"] = [1]      # a reported failure is kept
+    assert _plan_jobs(spec, lab, lab[:0], tmp_path, done) == []

@@ -216,10 +216,21 @@ def _plan_jobs(spec: GridSpec, labels, ref_labels, out: Path, done: dict) -> lis
         for k, start in enumerate(starts):
             name = f"{kind}_{k:05d}.npz"
             rec = done.get(name)
-            if rec and (out / name).exists() and _sha256(out / name) == rec["sha256"]:
+            if rec and (out / name).exists() and _sha256(out / name) == rec["sha256"] \
+                    and not _silent_nan(out / name, rec):
                 continue
             keyed.append(((k + 0.5) / len(starts), kind != "shard", (kind, name, lab[start:start + size])))
     return [job for *_, job in sorted(keyed, key=lambda t: t[:2])]
+
+
+def _silent_nan(path: Path, rec: dict) -> bool:
+    """A shard with NaN spectra that its manifest entry does not report as failed: made
+    by an engine version that returned NaN instead of refusing (hot subgiants before the
+    atmosphere's column-mass cut) — redone on resume."""
+    if rec.get("failed"):
+        return False
+    with np.load(path, allow_pickle=False) as z:
+        return not bool(np.isfinite(z["flux"].astype(np.float32)).all())
 
 
 def _init_worker():
