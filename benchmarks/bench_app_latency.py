@@ -4,11 +4,13 @@
   browser's ``model_source`` data change (BokehJS signal), for ``--moves`` presses alternating
   right and left; p50/p95/max in ms;
 * first page load: ``page.goto`` until the demo star's 3909 pixels and the model are in the
-  browser's data sources (s).
+  browser's data sources (s);
+* ``--with-fit``: the same slider measurement while a second browser session runs a real
+  background fit (``fitting.fit_spectrum``, standard budget) of the demo star.
 
 Usage::
 
-    python benchmarks/bench_app_latency.py [--moves 60] [--emulator auto|double] [--out FILE.json]
+    python benchmarks/bench_app_latency.py [--moves 60] [--emulator auto|double] [--with-fit] [--out FILE.json]
 
 ``--emulator auto`` uses ``phdlspec_app.emulator.load_emulator()`` when it loads, else the test
 double (the JSON says which). Prints one JSON object.
@@ -95,6 +97,7 @@ def main(argv=None) -> int:
     ap.add_argument("--moves", type=int, default=60)
     ap.add_argument("--emulator", choices=["auto", "double", "real"], default="auto")
     ap.add_argument("--loads", type=int, default=3, help="page loads timed")
+    ap.add_argument("--with-fit", action="store_true", help="measure while another session fits")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
             return False
 
     _wait(alive, 30)
-    result = {"emulator": emu_desc, "host": platform.node(), "cpus": os.cpu_count(),
+    result = {"emulator": emu_desc, "with_fit_running": args.with_fit, "host": platform.node(), "cpus": os.cpu_count(),
               "load_average_at_start": os.getloadavg()}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
@@ -132,6 +135,15 @@ def main(argv=None) -> int:
                 loads.append(time.perf_counter() - t0)
             if i < args.loads:
                 ctx.close()
+        fit_state = None
+        if args.with_fit:
+            other = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            other.goto(url)
+            _wait(lambda: other.evaluate(READY_JS), 60, page=other, step=0.05)
+            other.locator(".bk-tab", has_text="Fit").first.click()
+            other.get_by_role("button", name="Fit this spectrum").click()
+            other.get_by_text("Fitting (", exact=False).wait_for(timeout=60_000)
+            fit_state = lambda: other.get_by_text("Fit done", exact=False).count() == 0  # noqa: E731
         page.evaluate(SETUP_JS)
         handle = page.locator(".noUi-handle").first
         handle.focus()
@@ -145,6 +157,8 @@ def main(argv=None) -> int:
                 missed += 1
             lat = page.evaluate("() => window._lat")
             page.wait_for_timeout(30)
+        if fit_state is not None:
+            result["fit_still_running_after_moves"] = bool(fit_state())
         browser.close()
     pn.state.kill_all_servers()
     result.update({

@@ -43,6 +43,15 @@ def synthetic_spectrum(n=500, masked=(10, 11, 12, 300), cls="STAR", ivar_zero=(5
     return Spectrum(wl, flux, ivar, mask, meta)
 
 
+@pytest.fixture(autouse=True)
+def no_emulator(monkeypatch):
+    """These tests are about the spectrum view: no live model, so spectra are shown on their
+    own pixels (test_app_live.py covers the model, with the emulator test double)."""
+    from phdlspec_app.app import live
+
+    monkeypatch.setattr(live, "default_emulator", lambda: (None, "no emulator in these tests"))
+
+
 @pytest.fixture
 def fake_reader(monkeypatch):
     """Replace the viewer's reader; the test sets ``calls['result']`` (a Spectrum or an exception)."""

@@ -163,6 +163,7 @@ def test_real_fit_on_the_double_completes(emu, tmp_path):
     fp = viewer.fitter
     fp.budget.value = QUICK
     job = fp.start()
+    assert job.in_process  # the real fitter runs in its own process, off the server's GIL
     finish(fp, timeout=280)
     assert job.state == "done", job.error
     r = fp.result

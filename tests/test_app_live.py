@@ -44,9 +44,9 @@ def test_one_slider_per_label_with_schema_ranges_units_and_groups(live):
         assert (s.start, s.end, s.fixed_start, s.fixed_end) == (lab.lo, lab.hi, lab.lo, lab.hi)
         assert s.value == lab.default and s.step == lab.step
         assert f"({lab.unit})" in s.label
-    cards = live.slider_cards()
-    assert [c.title.split(" (")[0] for c in cards] == list(L.GROUPS)
-    assert sum(len(c.objects) for c in cards) == 32
+    groups = live.slider_groups()
+    assert [c.name.split(" (")[0] for c in groups] == list(L.GROUPS)
+    assert sum(len(c.objects) for c in groups) == 32
     assert live.sliders["mg_fe"].label == "[Mg/Fe] (dex)" and live.sliders["teff"].label == "Teff (K)"
 
 

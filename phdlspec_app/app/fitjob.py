@@ -52,6 +52,24 @@ def fit_pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def _share_cpus_with_the_server() -> None:
+    """Keep the server responsive while fits run in its process: torch's intra-op pool to one
+    thread (a fit then uses one core; the emulator's few-ms evaluations barely notice), and a
+    1 ms GIL switch interval (default 5 ms) so the event loop gets the interpreter back quickly
+    from a fit's Python loops."""
+    import sys
+
+    try:
+        import torch
+
+        if torch.get_num_threads() > 1:
+            torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    if sys.getswitchinterval() > 0.001:
+        sys.setswitchinterval(0.001)
+
+
 class Job:
     """One piece of background work run by a pool; read its attributes from any thread.
 
@@ -119,20 +137,106 @@ class Job:
             self._done.set()
 
 
+def _fit_process_main(spectrum, emulator, kwargs, queue, cancel) -> None:
+    """Entry point of a fit's worker process (spawned; importable, so picklable).
+
+    ``emulator`` None loads the default model here. Sends ("progress", stage, fraction, chi2),
+    then ("done", FitResult) or ("cancelled",) or ("failed", message) on ``queue``."""
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # one core for the fit, the other for the server
+        try:
+            os.nice(10)  # interactive work (the server, the browsers) goes first on a busy machine
+        except OSError:  # pragma: no cover
+            pass
+        from phdlspec_app.fitting import FitCancelled, fit_spectrum
+
+        if emulator is None:
+            from phdlspec_app.emulator import load_emulator
+
+            emulator = load_emulator()
+
+        def progress(stage, fraction=0.0, *extra, **info):
+            chi2 = info.get("chi2", extra[0] if extra else None)
+            queue.put(("progress", str(stage), float(fraction), None if chi2 is None else float(chi2)))
+
+        try:
+            result = fit_spectrum(spectrum, emulator, progress=progress, cancel=cancel, **kwargs)
+        except FitCancelled:
+            queue.put(("cancelled",))
+            return
+        queue.put(("done", result))
+    except BaseException as exc:  # everything goes back to the server as a message
+        queue.put(("failed", f"{type(exc).__name__}: {exc}"))
+
+
 class FitJob(Job):
     """One fit of one spectrum (``fitting.fit_spectrum``, or ``fit``), run in the pool.
+
+    With the real ``fit_spectrum`` (``fit`` None) and ``in_process=False`` (the default when
+    served), the fit runs in its own spawned process, so that its Python loops never hold
+    the server's GIL (measured: slider p95 208 ms with an in-thread fit); the pool thread
+    relays progress and cancellation. ``emulator_for_process``: what the process gets
+    (None: it loads the default model itself).
 
     stage, fraction : the fit's last progress report; chi2 : the current chi2 when the
     fitter reports one, else None; result : the :class:`~phdlspec_app.fitting.FitResult`.
     """
 
     def __init__(self, spectrum, emulator, method: str = "cmaes", fix=None, priors=None, seed: int = 0,
-                 fit=None, **fit_kwargs):
+                 fit=None, in_process: bool = True, emulator_for_process="same", **fit_kwargs):
         super().__init__()
         self.spectrum, self.emulator = spectrum, emulator
         self.method, self.fix, self.priors, self.seed = method, dict(fix or {}), dict(priors or {}), seed
         self.fit_kwargs = fit_kwargs
         self._fit = fit  # the fitting function (default: phdlspec_app.fitting.fit_spectrum)
+        self.in_process = in_process and fit is None
+        self.emulator_for_process = emulator if emulator_for_process == "same" else emulator_for_process
+
+    def _work_in_process(self):
+        import multiprocessing as mp
+        import queue as queue_mod
+
+        ctx = mp.get_context("spawn")
+        q, cancel = ctx.Queue(), ctx.Event()
+        kwargs = dict(method=self.method, fix=self.fix or None, priors=self.priors or None, seed=self.seed,
+                      **self.fit_kwargs)
+        proc = ctx.Process(target=_fit_process_main, name="phdlspec-fit",
+                           args=(self.spectrum, self.emulator_for_process, kwargs, q, cancel), daemon=True)
+        self.stage = "starting a fit process"
+        proc.start()
+        cancel_sent = None
+        try:
+            while True:
+                if self.cancel_event.is_set() and cancel_sent is None:
+                    cancel.set()
+                    cancel_sent = time.monotonic()
+                if cancel_sent is not None and time.monotonic() - cancel_sent > 10 and proc.is_alive():
+                    proc.terminate()  # the fitter did not stop within 10 s
+                try:
+                    msg = q.get(timeout=0.2)
+                except queue_mod.Empty:
+                    if not proc.is_alive():
+                        if self.cancel_event.is_set():
+                            raise RuntimeError("cancelled")
+                        raise RuntimeError(f"the fit process ended without a result (exit code {proc.exitcode})")
+                    continue
+                if msg[0] == "progress":
+                    self.stage, self.fraction = msg[1], msg[2]
+                    if msg[3] is not None:
+                        self.chi2 = msg[3]
+                elif msg[0] == "done":
+                    return msg[1]
+                elif msg[0] == "cancelled":
+                    self.cancel_event.set()
+                    raise RuntimeError("cancelled")
+                else:
+                    raise RuntimeError(msg[1])
+        finally:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
 
     def _progress(self, stage, fraction=0.0, *extra, **info) -> None:
         self.stage, self.fraction = str(stage), float(fraction)
@@ -141,6 +245,11 @@ class FitJob(Job):
             self.chi2 = float(chi2)
 
     def work(self):
+        if self.in_process:
+            result = self._work_in_process()
+            self.chi2 = getattr(result, "chi2", self.chi2)
+            return result
+        _share_cpus_with_the_server()
         fit = self._fit
         if fit is None:
             from phdlspec_app.fitting import fit_spectrum as fit

@@ -152,10 +152,13 @@ class FitPanel(param.Parameterized):
     status = param.String(default="", doc="One line about the fit (running, done, failed...).")
     error = param.String(default="", doc="Why the last fit failed ('' otherwise).")
 
-    def __init__(self, live: LiveModel, get_spectrum, fit=None, poll_ms: int = 250, **params):
+    def __init__(self, live: LiveModel, get_spectrum, fit=None, poll_ms: int = 250, in_process: bool = True,
+                 **params):
         """``get_spectrum()`` returns the spectrum shown (or None); ``fit`` replaces
-        ``fitting.fit_spectrum`` (tests)."""
+        ``fitting.fit_spectrum`` (tests; it then runs in a thread); ``in_process``: run real
+        fits in their own process (see :class:`~.fitjob.FitJob`)."""
         super().__init__(**params)
+        self.in_process = in_process
         self.live = live
         self.get_spectrum = get_spectrum
         self._fit = fit
@@ -215,8 +218,11 @@ class FitPanel(param.Parameterized):
         if method == "cmaes":
             kwargs = {k: v for k, v in kwargs.items() if k not in ("mcmc_max_steps", "n_tau")}
         self.error = ""
+        # A fit process loads the default model itself rather than receiving it pickled.
+        for_process = None if self.live.emulator_is_default else self.live.emulator
         self.job = FitJob(spec, self.live.emulator, method=method, fix=fix, priors=priors,
-                          seed=int(self.seed.value or 0), fit=self._fit, **kwargs).submit()
+                          seed=int(self.seed.value or 0), fit=self._fit, in_process=self.in_process,
+                          emulator_for_process=for_process, **kwargs).submit()
         self.fit_button.disabled, self.cancel_button.disabled = True, False
         self.progress.param.update(value=0, visible=True)
         self.status = "Fit queued…"

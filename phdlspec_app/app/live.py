@@ -120,6 +120,8 @@ class LiveModel(param.Parameterized):
     def __init__(self, spectrum_figure: SpectrumFigure, emulator="auto", **params):
         super().__init__(**params)
         self.emulator, why = _resolve_emulator(emulator)
+        #: True when the model is the process-wide default (a fit process can load it itself)
+        self.emulator_is_default = isinstance(emulator, str) and self.emulator is not None
         self.emulator_message = why
         self.labels = StellarLabels()
         self.figure = spectrum_figure
@@ -172,19 +174,20 @@ class LiveModel(param.Parameterized):
             inner._debounce = SLIDER_DEBOUNCE_MS
         return widget
 
-    def slider_cards(self) -> list:
-        """One card per schema group (atmosphere open, the others collapsed)."""
-        cards = []
+    def slider_groups(self):
+        """One tab per schema group, atmosphere first. The tabs are dynamic: a group's sliders
+        are sent to the browser when its tab is opened (32 sliders up front cost ~1 s of page
+        load on a busy 2-core machine)."""
+        tabs = []
         for group in L.GROUPS:
             items = [self.sliders[lab.name] for lab in L.LABELS if lab.group == group]
-            cards.append(pn.Card(*items, title=f"{group} ({len(items)})", collapsed=group != "atmosphere",
-                                 sizing_mode="stretch_width", margin=(4, 0)))
-        return cards
+            tabs.append(pn.Column(*items, name=f"{group} ({len(items)})", sizing_mode="stretch_width"))
+        return pn.Tabs(*tabs, dynamic=True, sizing_mode="stretch_width", margin=(4, 0))
 
     def controls(self):
         return pn.Column(
             pn.Row(self.reset_button, self.best_fit_button, sizing_mode="stretch_width"),
-            self.truth_button, *self.slider_cards(), sizing_mode="stretch_width",
+            self.truth_button, self.slider_groups(), sizing_mode="stretch_width",
         )
 
     def zoom_bar(self):

@@ -287,7 +287,7 @@ class SpectrumViewer(pn.viewable.Viewer):
         template.main.append(pn.Column(
             self.error_alert, self.warning_alert, self.live.model_alert, self.live.domain_alert,
             self.status_text,
-            pn.Tabs(spectrum_tab, self.fitter.panel(), self.teaching.panel(), dynamic=False,
+            pn.Tabs(spectrum_tab, self.fitter.panel(), self.teaching.panel(), dynamic=True,
                     sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         ))
