@@ -78,36 +78,31 @@ def gradient_fidelity(emu, data) -> dict:
             "elements_below_0.95": sorted(k for k, v in elements.items() if v < 0.95)}
 
 
+def _median_s(fn, repeats: int) -> float:
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
 def speed(emu, labels, batch: int, engine_repeats: int) -> dict:
     one = labels[:1]
     for _ in range(5):
         emu(one)
-    ts = []
-    for _ in range(200):
-        t0 = time.perf_counter()
-        emu(one)
-        ts.append(time.perf_counter() - t0)
+    t_one = _median_s(lambda: emu(one), 200)
     big = np.repeat(labels, int(np.ceil(batch / len(labels))), axis=0)[:batch]
     emu(big)
-    tb = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        emu(big)
-        tb.append(time.perf_counter() - t0)
-    out = {"one_spectrum_ms": 1e3 * statistics.median(ts), "batch": batch,
-           "batched_spectra_per_s": batch / statistics.median(tb)}
+    t_big = _median_s(lambda: emu(big), 5)
+    out = {"one_spectrum_ms": 1e3 * t_one, "batch": batch, "batched_spectra_per_s": batch / t_big}
     if engine_repeats > 0:
         from phdlspec_app.physics.synthesize import Synthesizer
 
         syn = Synthesizer()
         row = torch.as_tensor(labels[0], dtype=torch.float64)
         syn.spectrum(row, wl_out=emu.wavelength)                 # compile / warm up
-        te = []
-        for _ in range(engine_repeats):
-            t0 = time.perf_counter()
-            syn.spectrum(row, wl_out=emu.wavelength)
-            te.append(time.perf_counter() - t0)
-        out["engine_one_spectrum_s"] = statistics.median(te)
+        out["engine_one_spectrum_s"] = _median_s(lambda: syn.spectrum(row, wl_out=emu.wavelength), engine_repeats)
         out["speedup_one_spectrum"] = out["engine_one_spectrum_s"] / (out["one_spectrum_ms"] / 1e3)
         out["speedup_batched"] = out["engine_one_spectrum_s"] * out["batched_spectra_per_s"]
     return out

@@ -32,6 +32,7 @@ FORMAT = "phdlspec-emulator-v1"
 INPUT_LABELS: tuple[str, ...] = tuple(n for n in L.label_names() if n not in ("vbroad", "rv"))
 _ALL = L.label_names()
 _IN_IDX = [_ALL.index(n) for n in INPUT_LABELS]
+_VBROAD, _RV = _ALL.index("vbroad"), _ALL.index("rv")
 _LO = np.array([L.get_label(n).lo for n in INPUT_LABELS])
 _HI = np.array([L.get_label(n).hi for n in INPUT_LABELS])
 
@@ -101,8 +102,7 @@ class Emulator:
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         """The full model on a (N, 32) float32 tensor on ``device``; differentiable."""
         f = self.flux_unbroadened(labels)
-        return broaden_and_shift(f, labels[:, L.label_names().index("vbroad")],
-                                 labels[:, L.label_names().index("rv")])
+        return broaden_and_shift(f, labels[:, _VBROAD], labels[:, _RV])
 
     # --- public API ------------------------------------------------------------------
     def _as_batch(self, labels):
