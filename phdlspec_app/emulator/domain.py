@@ -40,6 +40,17 @@ class TrainingDomain:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def box(self) -> dict[str, tuple[float, float]]:
+        """The domain's bounding box {label: (lo, hi)}: Teff, [Fe/H], vmic; log g over the HR
+        envelope; each [X/Fe] over its trend ± the half-width (for optimizers' bounds)."""
+        t = np.linspace(*self.teff, 301)
+        glo, ghi = logg_envelope(t)
+        box = {"teff": tuple(self.teff), "fe_h": tuple(self.fe_h), "vmic": tuple(self.vmic),
+               "logg": (float(np.min(glo)), float(np.max(ghi)))}
+        for name, c in galactic_trend(np.linspace(*self.fe_h, 301)).items():
+            box[name] = (float(c.min()) - self.xfe_halfwidth, float(c.max()) + self.xfe_halfwidth)
+        return box
+
     def violations(self, labels) -> list[list[str]]:
         """For each row of (N, 32) labels, the names of the labels outside the domain."""
         x = np.atleast_2d(np.asarray(labels, dtype=float))

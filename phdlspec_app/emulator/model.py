@@ -144,6 +144,11 @@ class Emulator:
         ok = self.domain.contains(x)
         return bool(ok[0]) if x.ndim == 1 else ok
 
+    @property
+    def domain_box(self) -> dict[str, tuple[float, float]]:
+        """Bounding box of the training domain, {label: (lo, hi)} (K, dex, km/s)."""
+        return self.domain.box()
+
     def domain_violations(self, labels) -> list[list[str]]:
         """Per row, the names of the labels outside the training domain."""
         x = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels, float)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import labels as L
+from ..emulator.domain import TrainingDomain
 from ..physics import grid as _grid
 from .likelihood import Likelihood, check_cancel
 
@@ -32,30 +33,16 @@ _IDX = {n: i for i, n in enumerate(L.label_names())}
 TEMPLATES = ((5800.0, 4.4, 0.0), (4700.0, 2.5, -0.3), (6300.0, 4.1, -1.5), (4400.0, 4.6, 0.0))
 
 
-def _training_box() -> dict[str, tuple[float, float]]:
-    """The emulator training domain's bounding box (``physics.grid.GridSpec``): Teff,
-    [Fe/H], vmic boxes; log g over the HR envelope; [X/Fe] over trend ± half-width."""
-    spec = _grid.GridSpec()
-    env = getattr(_grid, "logg_envelope", None) or getattr(_grid, "_logg_envelope")
-    t = np.linspace(*spec.teff, 301)
-    glo, ghi = env(t)
-    box = {"teff": spec.teff, "fe_h": spec.fe_h, "vmic": spec.vmic,
-           "logg": (float(np.min(glo)), float(np.max(ghi)))}
-    trend = _grid.galactic_trend(np.linspace(*spec.fe_h, 301))
-    for name, c in trend.items():
-        box[name] = (float(c.min()) - spec.xfe_halfwidth, float(c.max()) + spec.xfe_halfwidth)
-    return box
-
-
 def search_box(emulator=None, vbroad_max: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
     """(lo, hi), each (32,): schema range ∩ the emulator's training box (from
-    ``emulator.domain_box`` — a {name: (lo, hi)} dict — when it has one, else the grid's).
+    ``emulator.domain_box`` — a {name: (lo, hi)} dict — when it has one, else the default
+    ``emulator.domain.TrainingDomain``'s).
     ``vbroad`` is capped at ``vbroad_max`` km/s (above it R = 1800 spectra of FGK stars
     carry little more information and the search would waste evaluations)."""
     lo = np.array([lab.lo for lab in L.LABELS])
     hi = np.array([lab.hi for lab in L.LABELS])
     box = getattr(emulator, "domain_box", None)
-    box = dict(box) if box else _training_box()
+    box = dict(box) if box else TrainingDomain().box()
     box.setdefault("vbroad", (0.0, vbroad_max))
     for name, (a, b) in box.items():
         j = _IDX[L.canonical_name(name)]
