@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .autodiff import carries_derivative
 from .constants import c_kms
 
 __all__ = ["LAMOST_LOG10_START", "LAMOST_LOG10_STEP", "LAMOST_NPIX", "lamost_wavelength",
@@ -89,13 +90,48 @@ def degrade(flux: torch.Tensor, wl: np.ndarray | torch.Tensor, resolution: float
     dlnlam = float(torch.log(wl_t[-1] / wl_t[0]) / (wl_t.numel() - 1))
     vb = torch.as_tensor(vbroad_kms, dtype=flux.dtype, device=flux.device)
     fwhm = torch.sqrt((c_kms / resolution) ** 2 + vb**2)
-    broad = gaussian_broaden(flux, dlnlam, fwhm)
     out = lamost_wavelength() if wl_out is None else wl_out
     out_t = torch.as_tensor(np.asarray(out), dtype=flux.dtype, device=flux.device)
     rv = torch.as_tensor(rv_kms, dtype=flux.dtype, device=flux.device)
     rest = out_t / (1.0 + rv[..., None] / c_kms) if rv.dim() else out_t / (1.0 + rv / c_kms)
+    if not carries_derivative(flux, fwhm, rest):
+        return _degrade_sampled(flux, wl_t, dlnlam, fwhm, rest)
+    broad = gaussian_broaden(flux, dlnlam, fwhm)
     if rest.dim() > 1:
         return torch.stack([resample(b, wl_t, r) for b, r in zip(broad.reshape(-1, broad.shape[-1]),
                                                                   rest.reshape(-1, rest.shape[-1]))]
                            ).reshape(*broad.shape[:-1], -1)
     return resample(broad, wl_t, rest)
+
+
+def _degrade_sampled(flux, wl_t, dlnlam, fwhm, rest, block: int = 2048):
+    """What :func:`degrade` computes (the same kernel, reflected edges and linear
+    resampling), with the convolution evaluated only at the fine pixels the resampling
+    reads: ~8 000 instead of every one of ~275 000 (3-5 s per full-range star). Plain
+    tensors only (no derivatives)."""
+    W = flux.shape[-1]
+    batch = flux.shape[:-1]
+    f2 = flux.reshape(-1, W)
+    B = f2.shape[0]
+    fw = fwhm.reshape(-1).expand(B) if fwhm.numel() in (1, B) else fwhm.reshape(-1)
+    sigma_pix = fw * _FWHM_TO_SIGMA / (c_kms * dlnlam)
+    half = max(int(np.ceil(5.0 * float(sigma_pix.max()))) if sigma_pix.numel() else 0, 1)
+    if half >= W:
+        raise ValueError(f"broadening kernel ({2 * half + 1} px) wider than the spectrum ({W} px)")
+    d = torch.arange(-half, half + 1, dtype=flux.dtype, device=flux.device)
+    x = torch.log(wl_t)
+    rest2 = rest.reshape(-1, rest.shape[-1]).expand(B, -1) if rest.dim() > 1 else rest[None].expand(B, -1)
+    rows = []
+    for b in range(B):
+        k = torch.exp(-0.5 * (d / torch.clamp(sigma_pix[b], min=1e-3)) ** 2)
+        k = k / k.sum()
+        xo = torch.log(rest2[b]).clamp(x[0], x[-1])
+        idx = torch.searchsorted(x, xo).clamp(1, W - 1)
+        t = (xo - x[idx - 1]) / (x[idx] - x[idx - 1])
+        P, inv = torch.unique(torch.cat([idx - 1, idx]), return_inverse=True)
+        padded = torch.nn.functional.pad(f2[b].reshape(1, 1, W), (half, half), mode="reflect")[0, 0]
+        win = padded.unfold(0, 2 * half + 1, 1)                 # (W, 2h+1) view, no copy
+        conv = torch.cat([win[P[s:s + block]] @ k for s in range(0, P.numel(), block)])
+        n = idx.numel()
+        rows.append(conv[inv[:n]] * (1 - t) + conv[inv[n:]] * t)
+    return torch.stack(rows).reshape(*batch, -1)

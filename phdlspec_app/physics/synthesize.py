@@ -33,6 +33,7 @@ import torch
 from .. import labels as L
 from . import abundances
 from .atmosphere import ModelAtmosphere, load_atmosphere
+from .autodiff import carries_derivative
 from .continuum_absorption import continuum_absorption
 from .eos import EOSResult, solve_eos
 from .line_absorption import line_absorption
@@ -507,12 +508,7 @@ def _compiled(fn):
 def _plain(*ts) -> bool:
     """True when no tensor is a forward-AD dual number or a torch.func wrapper (the compiled
     kernels take plain tensors only)."""
-    import torch.autograd.forward_ad as fwAD
-
-    for t in ts:
-        if torch._C._functorch.is_functorch_wrapped_tensor(t) or fwAD.unpack_dual(t).tangent is not None:
-            return False
-    return True
+    return not carries_derivative(*ts, autograd=False)
 
 
 def _call_compiled(fn, *args):
