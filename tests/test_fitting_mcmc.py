@@ -62,3 +62,20 @@ def test_mcmc_converges_and_agrees_with_the_cramer_rao_errors(emu):
     row = r.to_row()
     assert "teff_err_lo" in row and "teff_err_hi" in row and "teff_err" not in row
     assert row["mcmc_tau_max"] > 0
+    # covariance of the chain: its diagonal is the square of the percentile half-widths
+    cov = r.covariance
+    assert cov.shape == (len(lik_free), len(lik_free))
+    for j, name in enumerate(lik_free):
+        half = 0.5 * (r.err_lo[name] + r.err_hi[name])
+        assert 0.8 < np.sqrt(cov[j, j]) / half < 1.25, name
+    # CMA-ES: the covariance is the inverse Fisher matrix behind the Cramér–Rao errors
+    assert np.allclose(np.sqrt(np.diag(r2.covariance)), [r2.err_lo[n] for n in lik_free], rtol=1e-9)
+    # walker traces and the τ history, for the app's trace and autocorrelation plots
+    T, W, D = m["trace"].shape
+    assert D == len(lik_free) and W == min(m["nwalkers"], 16) and 2 <= T <= 400
+    assert m["trace_steps"][-1] <= m["steps"] and np.all(np.diff(m["trace_steps"]) > 0)
+    assert m["tau_history"].shape == (m["tau_steps"].size, D)
+    assert m["tau_steps"][-1] == m["steps"] and np.allclose(m["tau_history"][-1], m["tau"])
+    # the walkers end near the posterior median
+    j = lik_free.index("teff")
+    assert abs(np.median(m["trace"][-1, :, j]) - r.labels["teff"]) < 3 * r.err_hi["teff"]

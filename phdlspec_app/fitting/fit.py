@@ -10,10 +10,12 @@ Deterministic given ``seed`` (CMA-ES, the walkers' start and emcee's moves all d
 it). ``cancel`` (anything with ``is_set()``, e.g. ``threading.Event``) is checked before
 every emulator call and every MCMC step; a set event raises :class:`FitCancelled`.
 ``progress(stage, fraction)`` is called as the fit goes (stages: prepare, rv, cmaes,
-polish, mcmc, diagnostics, done).
+polish, mcmc, diagnostics, done); a callback that takes a ``chi2`` keyword (or
+``**kwargs``) also gets the current best χ² (plus prior terms) in cmaes, polish and mcmc.
 """
 from __future__ import annotations
 
+import inspect
 import time
 
 import numpy as np
@@ -79,6 +81,21 @@ def parse_prior(items) -> dict[str, tuple[float, float]]:
     return out
 
 
+def _progress_adapter(progress):
+    """``progress`` called as ``(stage, fraction, chi2=...)``; the χ² is dropped for
+    callbacks that only take (stage, fraction)."""
+    if progress is None:
+        return lambda stage, frac, **info: None
+    try:
+        params = inspect.signature(progress).parameters.values()
+        takes = any(p.kind is p.VAR_KEYWORD or p.name == "chi2" for p in params)
+    except (TypeError, ValueError):  # builtins without a signature
+        takes = False
+    if takes:
+        return progress
+    return lambda stage, frac, **info: progress(stage, frac)
+
+
 def _load(emulator, device):
     if emulator is None or isinstance(emulator, str):
         from ..emulator import load_emulator
@@ -113,7 +130,7 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     t0 = time.perf_counter()
     timings = {}
-    say = progress or (lambda stage, frac: None)
+    say = _progress_adapter(progress)
     if not isinstance(spectrum, Spectrum):
         spectrum = read_spectrum(spectrum, air=air)
     emu = _load(emulator, device)
@@ -184,6 +201,7 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
         err_lo[free] = mc["median"] - mc["p16"]
         err_hi[free] = mc["p84"] - mc["median"]
         samples = mc.pop("samples")
+        cov = mc["covariance"]
         model, jac, F = lik.fisher(best)
     check_cancel(cancel)
     say("diagnostics", 0.0)
@@ -224,5 +242,6 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
         elements=elements, fixed=sorted(fix), priors={k: v for k, v in priors.items()},
         free_names=lik.names(), wavelength=prep.wavelength, observed=prep.y, model=np.asarray(model),
         ivar=prep.ivar_y, good=prep.good, mcmc={k: v for k, v in mc.items() if k not in ("chain",)} if mc else None,
-        samples=samples, chain=mc.get("chain") if mc else None, meta=dict(prep.meta), info=info, timings=timings)
+        samples=samples, chain=mc.get("chain") if mc else None, covariance=np.asarray(cov, float),
+        meta=dict(prep.meta), info=info, timings=timings)
 

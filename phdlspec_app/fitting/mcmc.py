@@ -21,11 +21,15 @@ __all__ = ["run_emcee"]
 
 def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarray, hi: np.ndarray,
               seed: int = 1, nwalkers: int | None = None, n_tau: float = 50.0, max_steps: int = 20000,
-              check_every: int = 200, keep_chain: bool = False, progress=None) -> dict:
+              check_every: int = 200, keep_chain: bool = False, progress=None,
+              trace_points: int = 400, trace_walkers: int = 16) -> dict:
     """Sample the posterior of the free labels (flat priors inside [lo, hi], Gaussian priors
     from ``lik``). Returns {'median', 'p16', 'p84' (ndim,), 'tau' (ndim,), 'acceptance',
-    'steps', 'converged', 'chain' (n, ndim) flattened thinned chain if ``keep_chain``,
-    'samples' (≤ 4000 thinned draws)}."""
+    'steps', 'converged', 'covariance' (ndim, ndim) of the thinned chain, 'burn', 'thin',
+    'trace' (T, W, ndim) walker paths at 'trace_steps' (T,), 'tau_history' (C, ndim) — the
+    τ estimate after 'tau_steps' (C,) steps —, 'n_tau', 'chain' (n, ndim) flattened
+    thinned chain if ``keep_chain``, 'samples' (≤ 4000 thinned draws)}.
+    ``progress(stage, fraction, chi2=...)`` gets the best walker's χ² at each check."""
     import emcee
 
     ndim = lik.ndim
@@ -54,6 +58,7 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
     sampler.random_state = np.random.RandomState(seed % (2**32)).get_state()
     state, steps, tau_old, converged = p0, 0, np.inf, False
     tau = np.full(ndim, np.nan)
+    tau_history = []
     while steps < max_steps:
         n = min(check_every, max_steps - steps)
         for state in sampler.sample(state, iterations=n, progress=False):
@@ -62,8 +67,11 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
         steps += n
         tau = emcee.autocorr.integrated_time(sampler.get_chain(), tol=0, quiet=True)
         tmax = float(np.max(tau))
+        tau_history.append((steps, tau.copy()))
         if progress:
-            progress("mcmc", min(1.0, steps / max(n_tau * tmax, 1.0), steps / max_steps))
+            # the best chi2 among the walkers now: -2 ln p (flat priors inside the box)
+            chi2_now = float(-2.0 * np.max(sampler.get_last_sample().log_prob))
+            progress("mcmc", min(1.0, steps / max(n_tau * tmax, 1.0), steps / max_steps), chi2=chi2_now)
         if steps >= n_tau * tmax and np.all(np.abs(tau_old - tau) / tau < 0.05):
             converged = True
             break
@@ -75,6 +83,15 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
     flat = sampler.get_chain(discard=burn, thin=thin, flat=True)
     p16, med, p84 = np.percentile(flat, [16, 50, 84], axis=0)
     samples = flat[rng.choice(len(flat), size=min(len(flat), 4000), replace=False)]
+    # Traces for the eye (walker paths, not for statistics): every k-th step of at most
+    # ``trace_walkers`` walkers, ≤ ``trace_points`` steps — a few MB however long the run.
+    k = max(1, int(np.ceil(steps / trace_points)))
+    walkers = np.linspace(0, nw - 1, min(nw, trace_walkers)).round().astype(int)
+    trace = sampler.get_chain(thin=k)[:, walkers, :]
     return {"median": med, "p16": p16, "p84": p84, "tau": tau, "acceptance": float(np.mean(sampler.acceptance_fraction)),
             "steps": steps, "nwalkers": nw, "converged": converged, "samples": samples,
-            "chain": flat if keep_chain else None}
+            "covariance": np.cov(flat, rowvar=False).reshape(ndim, ndim), "burn": burn, "thin": thin,
+            "trace": trace, "trace_steps": (np.arange(trace.shape[0]) + 1) * k,
+            "tau_steps": np.array([t[0] for t in tau_history], int),
+            "tau_history": np.array([t[1] for t in tau_history], float).reshape(-1, ndim),
+            "n_tau": float(n_tau), "chain": flat if keep_chain else None}

@@ -125,7 +125,7 @@ def run_cmaes(lik: Likelihood, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, s
             es.tell(list(X), list(f))
             evals += len(X)
             if progress:
-                progress("cmaes", min(1.0, evals / max_evals))
+                progress("cmaes", min(1.0, evals / max_evals), chi2=float(min(best_f, es.result.fbest)))
         f_run = float(es.result.fbest)
         runs.append({"popsize": pop, "fbest": f_run, "evals": int(es.result.evaluations),
                      "stop": {kk: str(v) for kk, v in es.stop().items()}})
@@ -181,7 +181,7 @@ def levenberg_marquardt(lik: Likelihood, theta0: np.ndarray, lo: np.ndarray, hi:
         theta, fun, lam = trial, f_trial, max(lam / 3.0, 1e-7)
         m, jac, F = lik.fisher(lik.full(theta)[0])
         if progress:
-            progress("polish", it / max_iter)
+            progress("polish", it / max_iter, chi2=fun)
         if gain < rtol * max(fun, 1.0):
             break
     return {"theta": theta, "fun": fun, "fisher": F, "model": m, "jacobian": jac, "iterations": it}

@@ -27,6 +27,9 @@ class FitResult:
     wavelength, observed, model, ivar, good : the fit on the model grid (continuum-normalized)
     mcmc : {'tau', 'acceptance', 'steps', 'nwalkers', 'converged'} when MCMC ran
     samples : (n, n_free) posterior draws (MCMC) for corner plots; chain if requested
+    covariance : (n_free, n_free) covariance of the free labels in ``free_names`` order
+        (units as the labels): the Cramér–Rao/Laplace inverse Fisher matrix for CMA-ES, the
+        chain's sample covariance when MCMC ran; None for results made elsewhere
     meta : identifiers of the input (file, obsid, designation, ...); info : preprocessing details
     """
 
@@ -52,6 +55,7 @@ class FitResult:
     mcmc: dict | None = None
     samples: np.ndarray | None = None
     chain: np.ndarray | None = None
+    covariance: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
