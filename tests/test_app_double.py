@@ -143,11 +143,21 @@ def fake_fit(seconds: float | None = 1.0, steps: int = 20):
                          n_free=len(free), snr=prep.snr, flags=["unconstrained:cu_fe"], elements=elements,
                          fixed=sorted(fix or {}), priors=dict(priors or {}), free_names=free,
                          wavelength=prep.wavelength, observed=prep.y, model=model, ivar=prep.ivar_y, good=g,
-                         mcmc={"tau": np.full(len(free), 30.0), "acceptance": 0.3, "steps": 2000, "nwalkers": 64,
-                               "converged": True} if samples is not None else None,
+                         mcmc=_fake_mcmc(samples, rng) if samples is not None else None,
                          samples=samples, meta=dict(prep.meta))
 
     return fit
+
+
+def _fake_mcmc(samples, rng):
+    """The ``FitResult.mcmc`` layout of ``fitting.mcmc.run_emcee`` for the fake fit."""
+    d = samples.shape[1]
+    trace = samples[:100, None, :] + 0.02 * rng.standard_normal((100, 16, d))
+    steps = np.arange(200, 2001, 200)
+    return {"tau": np.full(d, 30.0), "acceptance": 0.3, "steps": 2000, "nwalkers": 64, "converged": True,
+            "burn": 60, "thin": 15, "trace": trace, "trace_steps": np.arange(1, 101) * 20, "n_tau": 50.0,
+            "tau_steps": steps, "tau_history": np.outer(30.0 * (1 - np.exp(-steps / 600.0)), np.ones(d)),
+            "covariance": np.cov(samples, rowvar=False)}
 
 
 # ---- tests of the double itself ---------------------------------------------------------

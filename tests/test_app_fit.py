@@ -75,6 +75,17 @@ def test_fit_moves_sliders_and_fills_results(emu, tmp_path):
     n_sens = np.isfinite(np.asarray(data["resid"], float)).sum()
     assert 0 < n_sens < len(data["wavelength"])
     assert fp.corner_png.object[:4] == b"\x89PNG" and fp.corr_png.object[:4] == b"\x89PNG"
+    # chains: walker traces of the chosen label and the τ history with the N/50 line
+    ch = fp.chains
+    assert ch.label.value == "teff" and len(ch.trace_source.data["ys"]) == 16
+    j = job.result.free_names.index("teff")
+    np.testing.assert_allclose(ch.trace_source.data["ys"][3], job.result.mcmc["trace"][:, 3, j])
+    assert ch.median_span.visible and ch.median_span.location == truth["teff"]
+    np.testing.assert_allclose(ch.tau_source.data["limit"], np.arange(200, 2001, 200) / 50.0)
+    ch.label.value = "mg_fe"
+    k = job.result.free_names.index("mg_fe")
+    np.testing.assert_allclose(ch.trace_source.data["ys"][0], job.result.mcmc["trace"][:, 0, k])
+    assert "[Mg/Fe]" in ch.trace_figure.yaxis.axis_label and "converged: yes" in ch.note.object
     # moving the sliders away and copying the best fit back
     live.set_labels({"teff": 6500.0})
     live.copy_best_fit()
@@ -164,8 +175,20 @@ def test_real_fit_on_the_double_completes(emu, tmp_path):
     fp.budget.value = QUICK
     job = fp.start()
     assert job.in_process  # the real fitter runs in its own process, off the server's GIL
-    finish(fp, timeout=280)
+    live_chi2 = []
+    deadline = time.monotonic() + 280
+    while job.running and time.monotonic() < deadline:
+        fp.poll()
+        if job.stage in ("cmaes", "polish") and job.chi2 is not None:
+            live_chi2.append((job.chi2, fp.status))
+        time.sleep(0.2)
+    finish(fp, timeout=30)
     assert job.state == "done", job.error
+    # the process relays the fitter's current chi2, and the status line shows it
+    assert live_chi2 and all(np.isfinite(c) for c, _ in live_chi2)
+    assert any("χ²" in status for _, status in live_chi2)
+    assert live_chi2[-1][0] >= job.result.chi2 - 1e-6
+    assert "No chain" in fp.chains.note.object and fp.chains.trace_source.data["ys"] == []
     r = fp.result
     assert set(r.labels) == set(L.label_names()) and np.isfinite(r.chi2)
     np.testing.assert_allclose(viewer.live.vector(), np.clip(L.to_vector(r.labels),

@@ -22,6 +22,7 @@ from bokeh.plotting import figure
 
 from phdlspec_app import labels as L
 
+from .chains import ChainPlots
 from .fitjob import FitJob
 from .live import ELEMENT_DELTA, SHADE_THRESHOLD, LiveModel, display_name
 from .polling import SessionPoller
@@ -191,6 +192,7 @@ class FitPanel(param.Parameterized):
         self.element_source = ColumnDataSource({"wavelength": [], "resid": [], "resid_all": []},
                                                name=ELEMENT_RESIDUAL_SOURCE_NAME)
         self.element_figure = self._element_figure()
+        self.chains = ChainPlots()
         self.downloads = self._downloads()
 
         self.fit_button.on_click(lambda _e: self.start())
@@ -287,6 +289,7 @@ class FitPanel(param.Parameterized):
         subset = list(_CORNER_DEFAULT) + ([self.live.element] if self.live.element else [])
         self.corner_subset.value = [n for n in subset if n in result.free_names]
         self._draw_corner()
+        self.chains.show(result)
         corr = correlation_png(result)
         self.corr_png.object = corr
         self.plots_note.object = ("" if result.samples is not None else
@@ -434,6 +437,7 @@ class FitPanel(param.Parameterized):
             pn.pane.Markdown("#### Per-element residuals"), self.element_choice, self.element_figure,
             pn.pane.Markdown("#### Posterior"), self.plots_note, self.corner_subset,
             pn.Row(self.corner_png, self.corr_png),
+            self.chains.panel(),
             pn.pane.Markdown("#### Export"), self.downloads,
             sizing_mode="stretch_width", name="Fit",
         )
