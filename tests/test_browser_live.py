@@ -191,3 +191,35 @@ def test_teaching_tab_element_explorer(page):
     page.wait_for_timeout(300)
     page.screenshot(path=str(SCREENSHOT.with_name("teaching_tab.png")), full_page=True)
     assert page.page_errors == []
+
+
+TRACE_LEN_JS = """() => {
+  const m = Bokeh.documents[0].get_model_by_name("chain_trace_source");
+  return m ? (m.data.ys ?? []).length : null;
+}"""
+
+
+def test_mcmc_chains_and_calibration_tab(page, tmp_path):
+    """A CMA-ES + MCMC fit fills the walker traces; a calibration file uploaded on the
+    Calibration tab shows its summary and trends and calibrates that fit."""
+    from test_calibration import full_calibration
+
+    _, cal = full_calibration()
+    path = cal.save(tmp_path / "calibration.ecsv")
+    open_fit_tab(page)
+    page.get_by_role("button", name="CMA-ES + MCMC").click()
+    page.locator("select").filter(has=page.locator("option", has_text="quick")).select_option(index=0)
+    page.get_by_role("button", name="Fit this spectrum").click()
+    sync_api.expect(page.get_by_text("Fit done", exact=False)).to_be_visible(timeout=30_000)
+    wait_until(lambda: page.evaluate(TRACE_LEN_JS) == 16, message="16 walker traces", page=page)
+    sync_api.expect(page.get_by_text("converged: yes", exact=False)).to_be_visible()
+    page.locator(".bk-tab", has_text="Calibration").first.click()
+    sync_api.expect(page.get_by_text("Load a calibration file", exact=False)).to_be_visible()
+    page.locator("input[type=file]").last.set_input_files(str(path))
+    sync_api.expect(page.get_by_text("Loaded calibration.ecsv", exact=False)).to_be_visible(timeout=15_000)
+    sync_api.expect(page.get_by_text("Scatter before and after")).to_be_visible()
+    sync_api.expect(page.locator("th", has_text="calibrated 1σ")).to_be_visible(timeout=10_000)
+    sync_api.expect(page.locator("img").last).to_be_visible()
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SCREENSHOT.with_name("calibration_tab.png")), full_page=True)
+    assert page.page_errors == []

@@ -28,7 +28,7 @@ class ChainPlots:
 
     def __init__(self):
         self.result = None
-        self.label = pn.widgets.Select(name="Trace of", options=[], width=200)
+        self.label = pn.widgets.Select(label="Trace of", options=[], width=200)
         self.trace_source = ColumnDataSource({"xs": [], "ys": []}, name=TRACE_SOURCE_NAME)
         self.tau_source = ColumnDataSource({"steps": [], "tau_max": [], "tau_label": [], "limit": []},
                                            name=TAU_SOURCE_NAME)

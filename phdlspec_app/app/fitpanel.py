@@ -166,6 +166,8 @@ class FitPanel(param.Parameterized):
         self.poller = SessionPoller(self.poll, poll_ms)
         self.job: FitJob | None = None
         self.result = None
+        #: callables run (on the session's event loop) after a fit's result is shown
+        self.on_result: list = []
 
         self.method = pn.widgets.RadioButtonGroup(options=list(_METHODS), value="CMA-ES", button_type="default")
         self.budget = pn.widgets.Select(label="Budget", options=list(BUDGETS), value=list(BUDGETS)[1], width=230)
@@ -295,6 +297,11 @@ class FitPanel(param.Parameterized):
         self.plots_note.object = ("" if result.samples is not None else
                                   "The corner plot shows draws from the Gaussian (Cramér–Rao) errors; run "
                                   "**CMA-ES + MCMC** for the posterior and the correlation heatmap.")
+        for callback in self.on_result:
+            try:
+                callback()
+            except Exception:  # another tab's trouble must not hide this fit
+                log.exception("on_result callback failed")
         if result.mcmc:
             tau = np.asarray(result.mcmc.get("tau", []), float)
             self.plots_note.object += (f"\n\nMCMC: {result.mcmc.get('steps')} steps × {result.mcmc.get('nwalkers')} "

@@ -17,6 +17,7 @@ import param
 
 from phdlspec_app.io import Spectrum, SpectrumFormatError, read_spectrum
 
+from .calibrationpanel import CalibrationPanel
 from .demo import demo_stars
 from .files import SPECTRUM_SUFFIXES, find_lamost_files
 from .fitpanel import FitPanel
@@ -89,6 +90,8 @@ class SpectrumViewer(pn.viewable.Viewer):
         self.live = LiveModel(self.plot, emulator=emulator)
         self.fitter = FitPanel(self.live, lambda: self.spectrum, fit=fit)
         self.teaching = Teaching(self.live)
+        self.calibration = CalibrationPanel(lambda: self.fitter.result)
+        self.fitter.on_result.append(self.calibration.refresh)
         self.demos = demo_stars()
         self.demo_picker = pn.widgets.Select(
             label="Demo stars (simulated by PhDLspec's engine)",
@@ -287,7 +290,7 @@ class SpectrumViewer(pn.viewable.Viewer):
         template.main.append(pn.Column(
             self.error_alert, self.warning_alert, self.live.model_alert, self.live.domain_alert,
             self.status_text,
-            pn.Tabs(spectrum_tab, self.fitter.panel(), self.teaching.panel(), dynamic=True,
+            pn.Tabs(spectrum_tab, self.fitter.panel(), self.teaching.panel(), self.calibration.panel(), dynamic=True,
                     sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         ))
