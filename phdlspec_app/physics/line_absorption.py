@@ -271,7 +271,7 @@ def _params(st: _Static, lay: dict, dev, use_compile: bool = False):
     """amp (cm⁻¹·cm), σ (Å), γ (Å, HWHM) as (M, N) tensors for the lines of ``st``.
     ``use_compile``: when no layer quantity carries a derivative, evaluate them in one
     fused compiled kernel (the eager expression makes ~20 passes over (M, N) float64
-    arrays: a quarter of a cool star's synthesis, where TiO selects ~10⁵ lines a chunk)."""
+    arrays: ~20 % of a cool star's synthesis, where TiO selects ~10⁵ lines a chunk)."""
     t = lambda a: torch.as_tensor(a, dtype=torch.float64, device=dev)[:, None]  # noqa: E731
     if use_compile and not carries_derivative(*lay.values()):
         with torch.no_grad():
