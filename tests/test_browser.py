@@ -72,13 +72,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_browser():
-    """Yield a headless Chromium (skip, or fail in CI, when it is not installed)."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is not installed (apt-get install chromium)"
+def require_browser(executable: Path, package: str) -> None:
+    """Skip (or, with PHDLSPEC_REQUIRE_BROWSER=1 as in CI, fail) when ``executable`` is missing."""
+    if not executable.exists():
+        reason = f"{executable} is not installed (apt-get install {package})"
         if os.environ.get("PHDLSPEC_REQUIRE_BROWSER") == "1":
             pytest.fail(f"PHDLSPEC_REQUIRE_BROWSER=1 but {reason}")
         pytest.skip(reason)
+
+
+def launch_browser():
+    """Yield a headless Chromium (skip, or fail in CI, when it is not installed)."""
+    require_browser(CHROMIUM, "chromium")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield browser

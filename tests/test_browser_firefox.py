@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ marionette_driver = pytest.importorskip("marionette_driver")
 
 from phdlspec_app.app.plot import MODEL_SOURCE_NAME, SPECTRUM_SOURCE_NAME
 from test_app_double import EmulatorDouble, fake_fit
-from test_browser import free_port, serve_dashboard
+from test_browser import free_port, require_browser, serve_dashboard, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -67,24 +66,10 @@ RESOURCES_JS = """
 # globals (window.Bokeh).
 
 
-def wait_for(fn, timeout=30.0, message="condition"):
-    t0, last = time.monotonic(), None
-    while time.monotonic() - t0 < timeout:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {message} (last value: {last!r})")
-
-
 @pytest.fixture(scope="module")
 def firefox():
     """A headless Firefox with Marionette on a free port, and a client connected to it."""
-    if not FIREFOX.exists():
-        reason = f"{FIREFOX} is not installed (apt-get install firefox-esr)"
-        if os.environ.get("PHDLSPEC_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"PHDLSPEC_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
+    require_browser(FIREFOX, "firefox-esr")
     from marionette_driver.marionette import Marionette
 
     profile = tempfile.mkdtemp(prefix="phdlspec-ff-")
@@ -129,21 +114,21 @@ def test_dashboard_in_firefox(firefox, server_url):
 
     ff = firefox
     ff.navigate(server_url)
-    n, before = wait_for(lambda: (ff.execute_script(STATE_JS, sandbox=None) or [0])[0] == 3909 and ff.execute_script(STATE_JS, sandbox=None),
-                         message="the demo star in the plot")
+    n, before = wait_until(lambda: (ff.execute_script(STATE_JS, sandbox=None) or [0])[0] == 3909 and ff.execute_script(STATE_JS, sandbox=None),
+                           timeout=30, message="the demo star in the plot")
     assert before > 3000
     assert "SIMULATED" in ff.find_element(By.TAG_NAME, "body").text or \
         "simulated" in ff.find_element(By.TAG_NAME, "body").text
     # a slider moves the model: the Teff handle (the first one) takes three right-arrow presses
     assert ff.execute_script(DEEP_JS, script_args=[".noUi-handle", "", "right"], sandbox=None)
-    wait_for(lambda: abs(ff.execute_script(STATE_JS, sandbox=None)[1] - before) > 1e-3,
-             message="the model to change")
+    wait_until(lambda: abs(ff.execute_script(STATE_JS, sandbox=None)[1] - before) > 1e-3,
+               timeout=30, message="the model to change")
     # the Fit tab: a (fake, quick) fit runs to completion in the background
     assert ff.execute_script(DEEP_JS, script_args=[".bk-tab", "Fit", "click"], sandbox=None)
-    wait_for(lambda: ff.execute_script(DEEP_JS, script_args=["button", "Fit this spectrum", "click"], sandbox=None),
-             message="the fit button")
-    wait_for(lambda: ff.execute_script(DEEP_JS, script_args=["div", "Fit done", ""], sandbox=None),
-             timeout=60, message="Fit done")
+    wait_until(lambda: ff.execute_script(DEEP_JS, script_args=["button", "Fit this spectrum", "click"], sandbox=None),
+               timeout=30, message="the fit button")
+    wait_until(lambda: ff.execute_script(DEEP_JS, script_args=["div", "Fit done", ""], sandbox=None),
+               timeout=60, message="Fit done")
     after_fit = ff.execute_script(STATE_JS, sandbox=None)[1]
     assert abs(after_fit - before) > 1e-3     # the sliders (and the model) moved to the result
     # everything came from the server: no CDN, no web fonts
