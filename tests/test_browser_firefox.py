@@ -24,6 +24,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 FIREFOX = Path("/usr/bin/firefox-esr")
 
+# Marionette runs scripts in a sandbox by default; ``sandbox=None`` sees the page's own
+# globals (window.Bokeh).
 STATE_JS = f"""
   const doc = window.Bokeh && Bokeh.documents && Bokeh.documents[0];
   if (!doc) return null;
@@ -60,10 +62,6 @@ RESOURCES_JS = """
   return performance.getEntriesByType("resource").map(e => e.name)
     .filter(u => !u.startsWith("http://127.0.0.1") && !u.startsWith("data:") && !u.startsWith("blob:"));
 """
-
-
-# Marionette runs scripts in a sandbox by default; ``sandbox=None`` sees the page's own
-# globals (window.Bokeh).
 
 
 @pytest.fixture(scope="module")
