@@ -23,8 +23,8 @@ import param
 from phdlspec_app import labels as L
 from phdlspec_app.calibration import Calibration, CalibrationInputError
 
-from .fitpanel import _TABLE_CSS, _fmt, _png
 from .live import display_name
+from .tables import TABLE_CSS, format_value, render_png
 
 __all__ = ["CalibrationPanel", "MAX_CALIBRATION_BYTES"]
 
@@ -46,8 +46,8 @@ def summary_html(cal: Calibration) -> str:
         lab = L.get_label(str(r["label"]))
         rows.append(f"<tr><td>{html.escape(str(r['method']).replace('_', ' '))}</td>"
                     f"<td>{html.escape(display_name(lab))}</td><td>{int(r['n'])}</td>"
-                    f"<td>{_fmt(float(r['scatter_before']), 0.001)}</td><td>{_fmt(float(r['scatter_after']), 0.001)}</td>"
-                    f"<td>{'' if not np.isfinite(r['internal_precision']) else _fmt(float(r['internal_precision']), 0.001)}</td></tr>")
+                    f"<td>{format_value(float(r['scatter_before']), 0.001)}</td><td>{format_value(float(r['scatter_after']), 0.001)}</td>"
+                    f"<td>{'' if not np.isfinite(r['internal_precision']) else format_value(float(r['internal_precision']), 0.001)}</td></tr>")
     return f'<table class="phdlspec-fit">{head}{"".join(rows)}</table>'
 
 
@@ -74,9 +74,9 @@ def applied_html(calibrated: dict, labels) -> str:
         note = "outside the correction's valid domain (edge value used)" if name in flagged else ""
         if not np.isfinite(raw):
             note = "unconstrained by this spectrum"
-        rows.append(f"<tr><td>{html.escape(display_name(lab))}</td><td>{_fmt(raw, lab.step)}</td>"
-                    f"<td>{_fmt(err(calibrated, name, True), lab.step)}</td><td>{_fmt(cal, lab.step)}</td>"
-                    f"<td>{_fmt(err(calibrated, name, False), lab.step)}</td><td>{_fmt(cal - raw, lab.step)}</td>"
+        rows.append(f"<tr><td>{html.escape(display_name(lab))}</td><td>{format_value(raw, lab.step)}</td>"
+                    f"<td>{format_value(err(calibrated, name, True), lab.step)}</td><td>{format_value(cal, lab.step)}</td>"
+                    f"<td>{format_value(err(calibrated, name, False), lab.step)}</td><td>{format_value(cal - raw, lab.step)}</td>"
                     f"<td>{html.escape(note)}</td></tr>")
     return f'<table class="phdlspec-fit">{head}{"".join(rows)}</table>'
 
@@ -100,13 +100,13 @@ class CalibrationPanel(param.Parameterized):
         self.upload = pn.widgets.FileInput(accept=",".join(_SUFFIXES), multiple=False, width=320)
         self.status_text = pn.pane.Markdown("No calibration loaded.", sizing_mode="stretch_width")
         self.error_alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
-        self.provenance = pn.pane.HTML("", stylesheets=[_TABLE_CSS], sizing_mode="stretch_width")
-        self.summary = pn.pane.HTML("", stylesheets=[_TABLE_CSS], sizing_mode="stretch_width")
+        self.provenance = pn.pane.HTML("", stylesheets=[TABLE_CSS], sizing_mode="stretch_width")
+        self.summary = pn.pane.HTML("", stylesheets=[TABLE_CSS], sizing_mode="stretch_width")
         self.label = pn.widgets.Select(label="Diagnostics of", options=[], width=220)
         self.figure = pn.pane.PNG(None, sizing_mode="stretch_width")
         self.apply_button = pn.widgets.Button(label="Apply to the current fit", color="primary", width=220,
                                               disabled=True)
-        self.applied = pn.pane.HTML("", stylesheets=[_TABLE_CSS], sizing_mode="stretch_width")
+        self.applied = pn.pane.HTML("", stylesheets=[TABLE_CSS], sizing_mode="stretch_width")
         self.download = pn.widgets.FileDownload(callback=self._calibrated_ecsv, filename="phdlspec_fit_calibrated.ecsv",
                                                 label="Calibrated fit (ECSV)", width=220, embed=False)
         self.upload.param.watch(self._on_upload, "value")
@@ -182,7 +182,7 @@ class CalibrationPanel(param.Parameterized):
         from phdlspec_app.calibration import diagnostics as D
 
         try:
-            png = _png(lambda path: D.plot_label(cal.diagnostics, name, path))
+            png = render_png(lambda path: D.plot_label(cal.diagnostics, name, path))
         except FileNotFoundError:  # the label has no diagnostics rows: nothing drawn
             png = None
         except Exception as exc:  # a plot must not take the session down

@@ -26,6 +26,7 @@ from .chains import ChainPlots
 from .fitjob import FitJob
 from .live import ELEMENT_DELTA, SHADE_THRESHOLD, LiveModel, display_name
 from .polling import SessionPoller
+from .tables import TABLE_CSS, format_value, render_png
 
 __all__ = ["BUDGETS", "ELEMENT_RESIDUAL_SOURCE_NAME", "FitPanel", "parse_priors_text"]
 
@@ -42,13 +43,6 @@ BUDGETS = {
 _METHODS = {"CMA-ES": "cmaes", "CMA-ES + MCMC": "both"}
 _CORNER_DEFAULT = ("teff", "logg", "fe_h")
 
-_TABLE_CSS = """
-table.phdlspec-fit { border-collapse: collapse; font-size: 0.85rem; }
-table.phdlspec-fit th { text-align: left; padding: 2px 10px 2px 0; border-bottom: 1px solid #ccc; }
-table.phdlspec-fit td { padding: 2px 10px 2px 0; font-family: ui-monospace, monospace; }
-table.phdlspec-fit tr.unconstrained td { color: #999; }
-table.phdlspec-fit tr.fixed td { color: #1f4e79; }
-"""
 
 
 def parse_priors_text(text: str) -> dict[str, tuple[float, float]]:
@@ -75,13 +69,6 @@ def parse_priors_text(text: str) -> dict[str, tuple[float, float]]:
     return out
 
 
-def _fmt(value: float, step: float) -> str:
-    if value is None or not np.isfinite(value):
-        return "—" if value is None or np.isnan(value) else "∞"
-    digits = 0 if step >= 1 else 1 if step >= 0.1 else 2 if step >= 0.01 else 3
-    return f"{value:.{digits + 1}f}" if step < 1 else f"{value:.0f}"
-
-
 def results_html(result) -> str:
     """The fitted labels with errors and flags, as an HTML table (values escaped)."""
     unconstrained = set(result.unconstrained())
@@ -92,10 +79,10 @@ def results_html(result) -> str:
         flag = "fixed" if lab.name in fixed else "unconstrained" if lab.name in unconstrained else ""
         if any(f == f"at_bound:{lab.name}" for f in result.flags):
             flag = (flag + " at bound").strip()
-        err = _fmt(lo, lab.step) if np.isclose(lo, hi) or not np.isfinite(hi) else \
-            f"−{_fmt(lo, lab.step)} / +{_fmt(hi, lab.step)}"
+        err = format_value(lo, lab.step) if np.isclose(lo, hi) or not np.isfinite(hi) else \
+            f"−{format_value(lo, lab.step)} / +{format_value(hi, lab.step)}"
         rows.append(f'<tr class="{flag.split(" ")[0] if flag else ""}"><td>{html.escape(display_name(lab))}</td>'
-                    f"<td>{_fmt(v, lab.step)}</td><td>{'' if lab.name in fixed else err}</td>"
+                    f"<td>{format_value(v, lab.step)}</td><td>{'' if lab.name in fixed else err}</td>"
                     f"<td>{html.escape(lab.unit)}</td><td>{html.escape(flag)}</td></tr>")
     head = "<tr><th>label</th><th>value</th><th>1σ error</th><th>unit</th><th>flag</th></tr>"
     return f'<table class="phdlspec-fit">{head}{"".join(rows)}</table>'
@@ -111,16 +98,8 @@ def elements_html(result) -> str:
         cls = "" if d.constrained else "unconstrained"
         rows.append(f'<tr class="{cls}"><td>{html.escape(lab.element.symbol)}</td><td>{html.escape(lab.latex)}</td>'
                     f"<td>{d.n_sensitive}</td><td>{d.chi2_sensitive:.1f}</td><td>{d.dchi2_trend:.1f}</td>"
-                    f"<td>{_fmt(d.crb, 0.001)}</td><td>{'yes' if d.constrained else 'no'}</td></tr>")
+                    f"<td>{format_value(d.crb, 0.001)}</td><td>{'yes' if d.constrained else 'no'}</td></tr>")
     return f'<table class="phdlspec-fit">{head}{"".join(rows)}</table>'
-
-
-def _png(draw) -> bytes:
-    """Run ``draw(path)`` (a plotting function that writes a file) and return the PNG bytes."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "figure.png"
-        draw(path)
-        return path.read_bytes()
 
 
 def correlation_png(result) -> bytes | None:
@@ -182,8 +161,8 @@ class FitPanel(param.Parameterized):
         self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", visible=False)
         self.status_text = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.error_alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
-        self.results_table = pn.pane.HTML("", stylesheets=[_TABLE_CSS], sizing_mode="stretch_width")
-        self.elements_table = pn.pane.HTML("", stylesheets=[_TABLE_CSS], sizing_mode="stretch_width")
+        self.results_table = pn.pane.HTML("", stylesheets=[TABLE_CSS], sizing_mode="stretch_width")
+        self.elements_table = pn.pane.HTML("", stylesheets=[TABLE_CSS], sizing_mode="stretch_width")
         self.corner_subset = pn.widgets.MultiChoice(
             label="Corner plot labels", value=list(_CORNER_DEFAULT),
             options={display_name(lab): lab.name for lab in L.LABELS}, sizing_mode="stretch_width")
@@ -351,7 +330,7 @@ class FitPanel(param.Parameterized):
         from phdlspec_app.fitting.plots import plot_corner
 
         try:
-            self.corner_png.object = _png(lambda path: plot_corner(r, path, names=names))
+            self.corner_png.object = render_png(lambda path: plot_corner(r, path, names=names))
         except Exception as exc:  # a plot must not take the session down
             log.exception("corner plot failed")
             self.plots_note.object = f"The corner plot failed ({type(exc).__name__}: {exc})."
@@ -390,7 +369,7 @@ class FitPanel(param.Parameterized):
     def _fit_png(self) -> io.BytesIO:
         from phdlspec_app.fitting.plots import plot_fit
 
-        return io.BytesIO(_png(lambda path: plot_fit(self.result, path)))
+        return io.BytesIO(render_png(lambda path: plot_fit(self.result, path)))
 
     def _downloads(self):
         def guarded(make, need_result=True, need_samples=False):
