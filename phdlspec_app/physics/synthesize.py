@@ -389,47 +389,11 @@ class Synthesizer:
             dR_all.append(dR)
         R = torch.cat(R_all, -1)
         dR = torch.cat(dR_all, -1)
-        op = _lsf_operator(wl, resolution, float(lab[_I["vbroad"]]), float(lab[_I["rv"]]), out, dev)
-        both = torch.sparse.mm(op, torch.cat([R[None], dR], 0).T.contiguous()).T
+        # R and dR are plain tensors (the tangents are explicit), so degrade takes its
+        # sampled path; one broadening and shift for all K+1 rows shares its gather.
+        both = degrade(torch.cat([R[None], dR], 0), wl, resolution, float(lab[_I["vbroad"]]),
+                       float(lab[_I["rv"]]), out)
         return both[0], both[1:]
-
-
-def _lsf_operator(wl: np.ndarray, resolution: float, vbroad: float, rv: float, wl_out: np.ndarray,
-                  device) -> torch.Tensor:
-    """:func:`lsf.degrade` for fixed vbroad and rv as a sparse (W_out, W) matrix (CSR): the
-    same Gaussian kernel (reflected at the edges) and the same linear resampling, but only
-    evaluated where the output needs it — for many spectra at once (the tangents) this is
-    ~100× cheaper than convolving every fine pixel."""
-    from .constants import c_kms
-    from .lsf import _FWHM_TO_SIGMA
-
-    W = wl.size
-    dlnlam = float(np.log(wl[-1] / wl[0]) / (W - 1))
-    fwhm = np.sqrt((c_kms / resolution) ** 2 + vbroad**2)
-    sigma_pix = fwhm * _FWHM_TO_SIGMA / (c_kms * dlnlam)
-    half = max(int(np.ceil(5.0 * sigma_pix)), 1)
-    if half >= W:
-        raise ValueError(f"broadening kernel ({2 * half + 1} px) wider than the spectrum ({W} px)")
-    d = np.arange(-half, half + 1)
-    k = np.exp(-0.5 * (d / max(sigma_pix, 1e-3)) ** 2)
-    k /= k.sum()
-    x = np.log(wl)
-    xo = np.clip(np.log(np.asarray(wl_out, float) / (1.0 + rv / c_kms)), x[0], x[-1])
-    idx = np.clip(np.searchsorted(x, xo), 1, W - 1)
-    t = (xo - x[idx - 1]) / (x[idx] - x[idx - 1])
-    n_out = xo.size
-    rows, cols, vals = [], [], []
-    for p, wp in ((idx - 1, 1.0 - t), (idx, t)):
-        j = p[:, None] + d[None, :]
-        j = np.where(j < 0, -j, j)
-        j = np.where(j > W - 1, 2 * (W - 1) - j, j)
-        rows.append(np.repeat(np.arange(n_out), d.size))
-        cols.append(j.reshape(-1))
-        vals.append((wp[:, None] * k[None, :]).reshape(-1))
-    op = torch.sparse_coo_tensor(torch.as_tensor(np.stack([np.concatenate(rows), np.concatenate(cols)])),
-                                 torch.as_tensor(np.concatenate(vals)), (n_out, W),
-                                 dtype=torch.float64, device=device).coalesce()
-    return op.to_sparse_csr()
 
 
 def _detach_eos(eos_d):
