@@ -120,15 +120,29 @@ def test_progress_reports_the_current_chi2(emu):
 
 
 def test_atmospheric_cmaes_reaches_the_full_search_optimum(emu, full_fit):
-    """The default search (CMA-ES over the 6 atmospheric labels, then LM over all 32) must
-    end at least as low in χ² as CMA-ES over all 32 labels, at the same labels (its speed,
-    3-6x, is a benchmark: benchmarks/bench_fit.py)."""
+    """The fast search (CMA-ES over the 6 atmospheric labels, LM over all 32, twice) must
+    end as low in χ² as the default CMA-ES over all 32 labels on a spectrum its model
+    describes, at the same labels (its speed, ~4x, is a benchmark: benchmarks/bench_fit.py)."""
     wl = emu.wavelength
     s = noisy_spectrum(emu, TRUTH, 50, seed=11, continuum=800 * (1 + 0.3 * np.sin(wl / 800.0)),
                        meta={"obsid": 123, "designation": "J000000.00+000000.0"})
-    full = fit_spectrum(s, emu, method="cmaes", seed=1, cmaes_evals=1500, cmaes_scope="all")
-    assert full_fit.chi2 <= full.chi2 + 1.0
+    fast = fit_spectrum(s, emu, method="cmaes", seed=1, cmaes_evals=1500, cmaes_scope="atmosphere")
+    assert fast.chi2 <= full_fit.chi2 + 1.0
+    assert fast.info["polish_iterations"] > 0
     for name in ("teff", "logg", "fe_h", "mg_fe"):
-        assert abs(full_fit.labels[name] - full.labels[name]) < 0.5 * full.err_lo[name]
+        assert abs(fast.labels[name] - full_fit.labels[name]) < 0.5 * full_fit.err_lo[name]
     with pytest.raises(ValueError, match="cmaes_scope"):
         fit_spectrum(s, emu, cmaes_scope="abundances")
+
+
+def test_masked_stretches_do_not_poison_the_chi2(emu):
+    """Real low-S/N LAMOST files mask long stretches, where the model observable is
+    undefined (NaN); the χ², Fisher matrix and polish must use the good pixels only."""
+    s = noisy_spectrum(emu, TRUTH, 50, seed=5)
+    bad = (s.wavelength > 5000) & (s.wavelength < 6500)
+    s.mask[bad] = True
+    s.ivar[bad] = 0.0
+    r = fit_spectrum(s, emu, fix=QUICK_FIX, seed=3, cmaes_evals=400)
+    assert np.isfinite(r.chi2) and np.isfinite(r.chi2_reduced)
+    assert abs(r.labels["teff"] - 5200) < 150
+    assert all(np.isfinite(r.err_lo[n]) for n in ("teff", "logg", "fe_h"))

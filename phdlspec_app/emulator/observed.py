@@ -134,9 +134,11 @@ def finetune(emu: Emulator, observed: ObservedSet, out_path, grid: TrainingSet |
         p.requires_grad_(True)
     emu.net.train()
     X = torch.as_tensor(observed.labels, dtype=torch.float32, device=dev)
-    Y = [torch.as_tensor(p.y, dtype=torch.float32, device=dev) for p in observed.prepared]
-    IV = [torch.as_tensor(np.where(p.good, p.ivar_y, 0.0), dtype=torch.float32, device=dev)
-          for p in observed.prepared]
+    # the χ² runs over the good pixels only: the model observable may be undefined (NaN)
+    # where the observation is masked, and NaN × 0 would poison the loss and its gradient
+    GI = [torch.as_tensor(np.nonzero(p.good)[0], device=dev) for p in observed.prepared]
+    Y = [torch.as_tensor(p.y[p.good], dtype=torch.float32, device=dev) for p in observed.prepared]
+    IV = [torch.as_tensor(p.ivar_y[p.good], dtype=torch.float32, device=dev) for p in observed.prepared]
     use_grad = grid is not None and config.grad_weight > 0 and len(grid.ref_labels) > 0
     if use_grad:
         XR = torch.as_tensor(grid.ref_labels, dtype=torch.float32, device=dev)
@@ -165,7 +167,7 @@ def finetune(emu: Emulator, observed: ObservedSet, out_path, grid: TrainingSet |
             chi = []
             for k, i in enumerate(idx):
                 m = observed.prepared[i].model_observable(model[k].double()).float()
-                chi.append((IV[i] * (Y[i] - m) ** 2).sum() / max(observed.prepared[i].n_good, 1))
+                chi.append((IV[i] * (Y[i] - m[GI[i]]) ** 2).sum() / max(observed.prepared[i].n_good, 1))
             loss_obs = torch.stack(chi).mean()
             loss = loss_obs
             sums[0] += loss_obs.item()

@@ -22,10 +22,10 @@ def _common(p) -> None:
     p.add_argument("--masks", default="all",
                    help="default masks to apply: all (default), none, or a comma list of telluric,interstellar,dib")
     p.add_argument("--cmaes-evals", type=int, default=3000, help="CMA-ES budget in model evaluations (default 3000)")
-    p.add_argument("--cmaes-scope", choices=("atmosphere", "all"), default="atmosphere",
-                   help="labels CMA-ES searches: atmosphere (default; Teff, logg, vmic, [Fe/H], vbroad, rv, "
-                        "with the abundances then solved by Levenberg-Marquardt) or all (every free label; "
-                        "3-6x slower, the same optimum in our tests)")
+    p.add_argument("--cmaes-scope", choices=("all", "atmosphere"), default="all",
+                   help="labels CMA-ES searches: all (default; every free label) or atmosphere (fast mode: "
+                        "Teff, logg, vmic, [Fe/H], vbroad, rv, with the abundances solved by Levenberg-Marquardt "
+                        "in between; ~4x faster, but it can stop in a worse optimum on real spectra)")
     p.add_argument("--emulator", metavar="PATH", help="emulator model file (default: the model in assets/), "
                                                       "or module:factory")
 

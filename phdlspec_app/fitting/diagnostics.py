@@ -75,7 +75,8 @@ def element_diagnostics(lik: Likelihood, best_labels: np.ndarray, model: np.ndar
     prep = lik.prep
     g = prep.good
     sigma = np.where(g, 1.0 / np.sqrt(np.where(g, prep.ivar_y, 1.0)), np.inf)
-    resid2 = np.where(g, (prep.y - model) ** 2 * prep.ivar_y, 0.0)
+    resid2 = np.zeros(g.size)
+    resid2[g] = (prep.y[g] - np.asarray(model)[g]) ** 2 * prep.ivar_y[g]
     chi2_best = float(resid2.sum())
     cov = covariance(F)
     free = list(lik.free)
@@ -97,7 +98,7 @@ def element_diagnostics(lik: Likelihood, best_labels: np.ndarray, model: np.ndar
         k = lab.index
         sens = g & (np.abs(jac[k]) * delta_dex >= threshold * sigma)
         n = int(sens.sum())
-        fk = float((jac[k] ** 2 * w).sum())
+        fk = float((jac[k][g] ** 2 * w[g]).sum())
         crb_cond = 1.0 / np.sqrt(fk) if fk > 0 else np.inf
         if k in free:
             j = free.index(k)

@@ -24,7 +24,7 @@ from .. import labels as L
 from ..io import Spectrum, read_spectrum
 from .diagnostics import covariance, element_diagnostics
 from .likelihood import FitCancelled, Likelihood, check_cancel
-from .optimize import levenberg_marquardt, run_cmaes, rv_first_guess, search_box
+from .optimize import levenberg_marquardt, run_cmaes, run_staged, rv_first_guess, search_box
 from ..preprocess import FitInputError, prepare
 from .result import FitResult
 
@@ -107,7 +107,7 @@ def _load(emulator, device):
 def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, priors=None, seed: int = 0,
                  device: str | None = None, progress=None, cancel=None, *, resolution: float | None = None,
                  fwhm: float | None = None, air: bool | None = None, masks="all", extra_masks=None,
-                 cmaes_evals: int = 3000, restarts: int = 1, polish: bool = True, cmaes_scope: str = "atmosphere",
+                 cmaes_evals: int = 3000, restarts: int = 1, polish: bool = True, cmaes_scope: str = "all",
                  mcmc_max_steps: int = 20000,
                  n_tau: float = 50.0, nwalkers: int | None = None, keep_chain: bool = False) -> FitResult:
     """Fit the 32 labels of one spectrum.
@@ -125,9 +125,11 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     progress : callable(stage, fraction); cancel : Event-like, stops the fit promptly
     resolution / fwhm : the observation's resolving power or LSF FWHM (Å), overriding the header
     masks, extra_masks : user masks (see ``masks``); cmaes_evals, restarts : CMA-ES budget;
-    cmaes_scope : "atmosphere" (default: CMA-ES over the free atmospheric labels — Teff, logg,
-        vmic, [Fe/H], vbroad, rv — then Levenberg–Marquardt over all free labels) or "all"
-        (CMA-ES over every free label, then the same polish; ~10x the evaluations)
+    cmaes_scope : "all" (default: CMA-ES over every free label, then the LM polish if
+        ``polish``) or "atmosphere" (fast mode, ``optimize.run_staged``: CMA-ES over the free
+        atmospheric labels — Teff, logg, vmic, [Fe/H], vbroad, rv — then Levenberg–Marquardt
+        over all free labels, twice; ~4x faster, but it can stop in a worse basin on real
+        spectra; ``polish`` does not apply, the LM is part of it)
     mcmc_max_steps, n_tau, nwalkers, keep_chain : emcee settings
     """
     if method not in METHODS:
@@ -179,25 +181,15 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
         raise ValueError(f"cmaes_scope must be 'atmosphere' or 'all', got {cmaes_scope!r}")
     sub = np.array([j for j, i in enumerate(free) if L.LABELS[i].group == "atmosphere"], int)
     if cmaes_scope == "atmosphere" and 0 < sub.size < free.size:
-        # The abundances enter a low-resolution spectrum almost linearly and each through
-        # few pixels, so Gauss-Newton converges them in a few Jacobian steps; the search
-        # for a global optimum is only needed over the atmospheric labels (Teff-logg-[Fe/H]
-        # degeneracies, vbroad, rv), a 6-dimensional CMA-ES that needs ~10x fewer
-        # evaluations than one over all 32. The abundances ride along at the start values.
-        atm_lik = Likelihood(emu, prep, free[sub], lik.full(x0)[0],
-                             {k: v for k, v in prior_idx.items() if k in set(free[sub].tolist())}, cancel=cancel)
-        cm = run_cmaes(atm_lik, x0[sub], lo[sub], hi[sub], seed=seed, max_evals=cmaes_evals, restarts=restarts,
-                       progress=say)
-        lik.n_evals += atm_lik.n_evals
-        theta_c = x0.copy()
-        theta_c[sub] = cm["theta"]
+        cm = run_staged(lik, x0, lo, hi, sub, seed=seed, max_evals=cmaes_evals, restarts=restarts, progress=say)
+        timings["cmaes"], timings["polish"] = cm["cmaes_seconds"], cm["lm_seconds"]
+        lm = {**cm["lm"], "iterations": cm["lm_iterations"]}
     else:
         cm = run_cmaes(lik, x0, lo, hi, seed=seed, max_evals=cmaes_evals, restarts=restarts, progress=say)
-        theta_c = cm["theta"]
-    timings["cmaes"] = time.perf_counter() - t
-    t = time.perf_counter()
-    lm = levenberg_marquardt(lik, theta_c, lo, hi, max_iter=40 if polish else 0, progress=say)
-    timings["polish"] = time.perf_counter() - t
+        timings["cmaes"] = time.perf_counter() - t
+        t = time.perf_counter()
+        lm = levenberg_marquardt(lik, cm["theta"], lo, hi, max_iter=40 if polish else 0, progress=say)
+        timings["polish"] = time.perf_counter() - t
     theta, F = lm["theta"], lm["fisher"]
     cov = covariance(F)
     sig = np.sqrt(np.diag(cov))
@@ -232,7 +224,7 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     timings["diagnostics"] = time.perf_counter() - t
 
     g = prep.good
-    chi2 = float(((prep.y - model) ** 2 * np.where(g, prep.ivar_y, 0.0)).sum())
+    chi2 = float(((prep.y[g] - np.asarray(model)[g]) ** 2 * prep.ivar_y[g]).sum())
     chi2_red = chi2 / lik.dof
     flags = list(prep.flags)
     if not bool(np.asarray(emu.in_domain(best[None]))[0]):

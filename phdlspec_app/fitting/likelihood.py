@@ -51,8 +51,13 @@ class Likelihood:
         self.batch_size = int(batch_size)
         self.cancel = cancel if cancel is not None else threading.Event()
         self.n_evals = 0
-        self._y = torch.as_tensor(prep.y)
-        self._w = torch.as_tensor(np.where(prep.good, prep.ivar_y, 0.0))
+        # Sums run over the good pixels only: where the observation is masked the model
+        # observable may be undefined (the pseudo-continuum of a long masked stretch is
+        # 0/0), and NaN × zero weight would still poison the χ².
+        self.good = np.asarray(prep.good, bool)
+        self._gi = torch.as_tensor(np.nonzero(self.good)[0])
+        self._y = torch.as_tensor(np.asarray(prep.y, float)[self.good])
+        self._w = torch.as_tensor(np.asarray(prep.ivar_y, float)[self.good])
         p_idx = [k for k in self.priors]
         self._prior_free = [(int(np.nonzero(self.free == k)[0][0]), *self.priors[k]) for k in p_idx
                             if k in set(self.free.tolist())]
@@ -79,13 +84,13 @@ class Likelihood:
         for s in range(0, labels.shape[0], self.batch_size):
             check_cancel(self.cancel)
             f = self.emu(labels[s:s + self.batch_size])
-            out.append(torch.as_tensor(np.asarray(f, dtype=np.float64)).reshape(-1, self._y.numel()))
+            out.append(torch.as_tensor(np.asarray(f, dtype=np.float64)).reshape(-1, self.prep.y.size))
         self.n_evals += labels.shape[0]
         return self.prep.model_observable(torch.cat(out))
 
     def chi2_labels(self, labels: np.ndarray) -> np.ndarray:
         """(N, 32) → (N,) data χ² (no priors); non-finite models give +inf."""
-        m = self.model(labels)
+        m = self.model(labels)[:, self._gi]
         c = (((self._y - m) ** 2) * self._w).sum(-1).numpy()
         return np.where(np.isfinite(c), c, np.inf)
 
@@ -119,10 +124,11 @@ class Likelihood:
 
     def fisher(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(m (P,), J (32, P), F (ndim, ndim)): the Fisher matrix Jᵀ C⁻¹ J over the free
-        labels plus the Gaussian priors' 1/σ²."""
+        labels and the good pixels, plus the Gaussian priors' 1/σ². m and J cover every
+        pixel (undefined, NaN, where the observation is masked)."""
         m, jac = self.jacobian(labels)
         w = self._w.numpy()
-        jf = jac[self.free]
+        jf = jac[self.free][:, self.good]
         F = (jf * w) @ jf.T
         for j, _, sig in self._prior_free:
             F[j, j] += 1.0 / sig**2
