@@ -36,7 +36,7 @@ def main() -> None:
     obs = f + rng.normal(0, 1 / a.snr, f.size)
     s = Spectrum(emu.wavelength, obs, np.full(f.size, a.snr**2), np.zeros(f.size, bool), meta={"source": "bench"})
     out = {}
-    # CMA-ES over the atmospheric labels (default) and over all 32, side by side
+    # CMA-ES over all free labels (the default) and the fast atmospheric mode, side by side
     for scope in ("atmosphere", "all"):
         runs = []
         for _ in range(a.repeat):

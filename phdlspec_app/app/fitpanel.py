@@ -44,7 +44,6 @@ _METHODS = {"CMA-ES": "cmaes", "CMA-ES + MCMC": "both"}
 _CORNER_DEFAULT = ("teff", "logg", "fe_h")
 
 
-
 def parse_priors_text(text: str) -> dict[str, tuple[float, float]]:
     """``"logg=4.4±0.1; fe_h = -0.5, 0.2"`` → ``{"logg": (4.4, 0.1), "fe_h": (-0.5, 0.2)}``.
 

@@ -93,12 +93,11 @@ def element_diagnostics(lik: Likelihood, best_labels: np.ndarray, model: np.ndar
         variants.append(v)
     chi2_var = lik.chi2_labels(np.array(variants))
     out = {}
-    w = np.where(g, prep.ivar_y, 0.0)
     for lab, c2 in zip(abund, chi2_var):
         k = lab.index
         sens = g & (np.abs(jac[k]) * delta_dex >= threshold * sigma)
         n = int(sens.sum())
-        fk = float((jac[k][g] ** 2 * w[g]).sum())
+        fk = float((jac[k][g] ** 2 * prep.ivar_y[g]).sum())
         crb_cond = 1.0 / np.sqrt(fk) if fk > 0 else np.inf
         if k in free:
             j = free.index(k)

@@ -223,8 +223,7 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     elements = element_diagnostics(lik, best, model, jac, F)
     timings["diagnostics"] = time.perf_counter() - t
 
-    g = prep.good
-    chi2 = float(((prep.y[g] - np.asarray(model)[g]) ** 2 * prep.ivar_y[g]).sum())
+    chi2 = lik.data_chi2(model)
     chi2_red = chi2 / lik.dof
     flags = list(prep.flags)
     if not bool(np.asarray(emu.in_domain(best[None]))[0]):

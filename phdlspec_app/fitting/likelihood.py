@@ -94,6 +94,12 @@ class Likelihood:
         c = (((self._y - m) ** 2) * self._w).sum(-1).numpy()
         return np.where(np.isfinite(c), c, np.inf)
 
+    def data_chi2(self, model: np.ndarray) -> float:
+        """χ² of one model observable (P,), as returned by :meth:`jacobian`, over the good
+        pixels (no priors)."""
+        m = np.asarray(model, float)[self.good]
+        return float(((self._y.numpy() - m) ** 2 * self._w.numpy()).sum())
+
     def prior_chi2(self, theta: np.ndarray) -> np.ndarray:
         th = np.atleast_2d(theta)
         out = np.zeros(th.shape[0])

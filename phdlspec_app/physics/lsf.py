@@ -121,12 +121,12 @@ def _degrade_sampled(flux, wl_t, dlnlam, fwhm, rest, block: int = 2048):
     if half >= W:
         raise ValueError(f"broadening kernel ({2 * half + 1} px) wider than the spectrum ({W} px)")
     shared = B > 0 and bool((fw == fw[0]).all()) and bool((rest2 == rest2[0]).all())
-    groups = [torch.arange(B)] if shared else [torch.tensor([b]) for b in range(B)]
+    groups = [list(range(B))] if shared else [[b] for b in range(B)]
     d = torch.arange(-half, half + 1, dtype=flux.dtype, device=flux.device)
     x = torch.log(wl_t)
     out = torch.empty(B, rest2.shape[-1], dtype=flux.dtype, device=flux.device)
     for rows in groups:
-        b = int(rows[0])
+        b = rows[0]
         k = torch.exp(-0.5 * (d / torch.clamp(sigma_pix[b], min=1e-3)) ** 2)
         k = k / k.sum()
         xo = torch.log(rest2[b]).clamp(x[0], x[-1])
@@ -134,7 +134,7 @@ def _degrade_sampled(flux, wl_t, dlnlam, fwhm, rest, block: int = 2048):
         t = (xo - x[idx - 1]) / (x[idx] - x[idx - 1])
         P, inv = torch.unique(torch.cat([idx - 1, idx]), return_inverse=True)
         n = idx.numel()
-        for r in rows.tolist():
+        for r in rows:
             padded = torch.nn.functional.pad(f2[r].reshape(1, 1, W), (half, half), mode="reflect")[0, 0]
             win = padded.unfold(0, 2 * half + 1, 1)             # (W, 2h+1) view, no copy
             conv = torch.cat([win[P[s:s + block]] @ k for s in range(0, P.numel(), block)])
