@@ -26,6 +26,9 @@ def main() -> None:
     ap.add_argument("--snr", type=float, default=50.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mcmc", action="store_true")
+    ap.add_argument("--moves", nargs="+", default=["hmc", "de"], choices=["hmc", "de"],
+                    help="MCMC moves to run side by side with --mcmc")
+    ap.add_argument("--skip-cmaes", action="store_true")
     ap.add_argument("--repeat", type=int, default=3, help="CMA-ES fits per scope (median reported)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -37,7 +40,7 @@ def main() -> None:
     s = Spectrum(emu.wavelength, obs, np.full(f.size, a.snr**2), np.zeros(f.size, bool), meta={"source": "bench"})
     out = {}
     # CMA-ES over all free labels (the default) and the fast atmospheric mode, side by side
-    for scope in ("atmosphere", "all"):
+    for scope in () if a.skip_cmaes else ("atmosphere", "all"):
         runs = []
         for _ in range(a.repeat):
             t = time.perf_counter()
@@ -51,14 +54,32 @@ def main() -> None:
             "polish_seconds_median": round(float(np.median([x[1].timings["polish"] for x in runs])), 2),
             "emulator_evals": r.info["emulator_evals"], "chi2": round(r.chi2, 2), "chi2_reduced": round(r.chi2_reduced, 3),
             "teff_error_vs_truth": round(r.labels["teff"] - 5200, 1)}
-    if a.mcmc:
+    res = {}
+    for moves in a.moves if a.mcmc else ():
         t = time.perf_counter()
-        r = fit_spectrum(s, emu, method="mcmc", seed=1)
-        out["mcmc"] = {"seconds": round(time.perf_counter() - t, 2), "timings": {k: round(v, 2) for k, v in r.timings.items()},
-                       "emulator_evals": r.info["emulator_evals"], "chi2_reduced": round(r.chi2_reduced, 3),
-                       "teff_error_vs_truth": round(r.labels["teff"] - 5200, 1),
-                       "tau_max": float(np.max(r.mcmc["tau"])), "steps": r.mcmc["steps"],
-                       "acceptance": r.mcmc["acceptance"]}
+        r = res[moves] = fit_spectrum(s, emu, method="mcmc", seed=1, mcmc_moves=moves)
+        out[f"mcmc_{moves}"] = {
+            "seconds": round(time.perf_counter() - t, 2), "timings": {k: round(v, 2) for k, v in r.timings.items()},
+            "emulator_evals": r.info["emulator_evals"], "gradient_evals": r.mcmc["gradient_evals"],
+            "chi2_reduced": round(r.chi2_reduced, 3), "teff_error_vs_truth": round(r.labels["teff"] - 5200, 1),
+            "tau_max": round(float(np.max(r.mcmc["tau"])), 2), "tau_median": round(float(np.median(r.mcmc["tau"])), 2),
+            "steps": r.mcmc["steps"], "warmup_steps": r.mcmc["warmup_steps"], "nwalkers": r.mcmc["nwalkers"],
+            "converged": bool(r.mcmc["converged"]), "acceptance": round(r.mcmc["acceptance"], 3)}
+    if len(res) == 2:
+        # do the two samplers agree on the posterior? medians in units of the DE width, and
+        # the ratio of the 16-84 % widths, over the free labels
+        h, d = res["hmc"], res["de"]
+        dm, ratio = [], []
+        for n in h.free_names:
+            wd = 0.5 * (d.err_lo[n] + d.err_hi[n])
+            wh = 0.5 * (h.err_lo[n] + h.err_hi[n])
+            dm.append(abs(h.labels[n] - d.labels[n]) / wd)
+            ratio.append(wh / wd)
+        out["hmc_vs_de"] = {"labels": len(dm), "median_offset_in_sigma_max": round(float(np.max(dm)), 3),
+                            "median_offset_in_sigma_median": round(float(np.median(dm)), 3),
+                            "width_ratio_min": round(float(np.min(ratio)), 3),
+                            "width_ratio_median": round(float(np.median(ratio)), 3),
+                            "width_ratio_max": round(float(np.max(ratio)), 3)}
     print(json.dumps(out, indent=1))
 
 

@@ -32,8 +32,10 @@ def repo_root() -> Path:
 
 
 def assets_dir() -> Path:
-    """The ``assets/`` folder of the checkout (trained weights, demo stars)."""
-    return repo_root() / "assets"
+    """The shipped artifacts (trained weights, demo stars): ``assets/`` of the checkout,
+    or, in a non-editable install, the package data ``phdlspec_app/assets/`` it installs as."""
+    installed = Path(__file__).resolve().parent / "assets"
+    return installed if installed.is_dir() else repo_root() / "assets"
 
 
 def _candidates(explicit: str | os.PathLike | None):

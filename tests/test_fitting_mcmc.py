@@ -45,13 +45,21 @@ def test_uncertainties_are_calibrated_over_noise_realizations(emu):
     assert np.all(np.abs(np.mean(pulls, axis=0)) < 0.5)
 
 
-def test_mcmc_converges_and_agrees_with_the_cramer_rao_errors(emu):
+@pytest.mark.parametrize("moves", ["hmc", "de"])
+def test_mcmc_converges_and_agrees_with_the_cramer_rao_errors(emu, moves):
     s = noisy_spectrum(emu, TRUTH, 50, seed=21)
     fix = {**QUICK_FIX, "vbroad": 10.0, "vmic": 1.3}
-    r = fit_spectrum(s, emu, method="mcmc", fix=fix, seed=2, cmaes_evals=600, mcmc_max_steps=6000, nwalkers=12)
+    r = fit_spectrum(s, emu, method="mcmc", fix=fix, seed=2, cmaes_evals=600, mcmc_max_steps=6000, nwalkers=12,
+                     mcmc_moves=moves)
     m = r.mcmc
+    assert m["moves"] == moves
     assert m["converged"] and m["steps"] >= 50 * np.max(m["tau"])
-    assert 0.1 < m["acceptance"] < 0.8
+    if moves == "hmc":
+        # dual averaging aims at a mean acceptance probability of 0.8; τ is a few steps
+        assert 0.6 < m["acceptance"] < 0.97 and np.max(m["tau"]) < 10
+        assert m["warmup_steps"] > 0 and m["gradient_evals"] > m["steps"] * m["nwalkers"]
+    else:
+        assert 0.1 < m["acceptance"] < 0.8
     lik_free = r.free_names
     assert set(lik_free) == {"teff", "logg", "rv", "fe_h", "mg_fe"}
     r2 = fit_spectrum(s, emu, method="cmaes", fix=fix, seed=2, cmaes_evals=600)

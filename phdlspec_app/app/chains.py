@@ -71,8 +71,10 @@ class ChainPlots:
         self.label.options = opts
         self.label.value = "teff" if "teff" in result.free_names else result.free_names[0]
         tau = np.asarray(mc["tau"], float)
-        self.note.object = (f"{mc['steps']} steps × {mc['nwalkers']} walkers (traces: {mc['trace'].shape[1]} "
-                            f"walkers), acceptance {mc['acceptance']:.2f}, max τ {np.nanmax(tau):.0f} steps, "
+        moves = {"hmc": "Hamiltonian Monte Carlo", "de": "differential evolution"}.get(mc.get("moves"), "emcee")
+        self.note.object = (f"{moves}: {mc['steps']} steps × {mc['nwalkers']} walkers (traces: {mc['trace'].shape[1]} "
+                            f"walkers) after {mc.get('warmup_steps', 0)} warm-up steps, acceptance "
+                            f"{mc['acceptance']:.2f}, max τ {np.nanmax(tau):.1f} steps, "
                             f"burn-in {mc.get('burn', 0)}, thinning {mc.get('thin', 1)}; converged: "
                             f"{'yes' if mc['converged'] else 'no (step cap reached)'}.")
         self._draw()

@@ -282,9 +282,10 @@ class FitPanel(param.Parameterized):
                 log.exception("on_result callback failed")
         if result.mcmc:
             tau = np.asarray(result.mcmc.get("tau", []), float)
-            self.plots_note.object += (f"\n\nMCMC: {result.mcmc.get('steps')} steps × {result.mcmc.get('nwalkers')} "
-                                       f"walkers, acceptance {result.mcmc.get('acceptance', float('nan')):.2f}, "
-                                       f"max autocorrelation time {np.nanmax(tau) if tau.size else float('nan'):.0f} "
+            self.plots_note.object += (f"\n\nMCMC ({result.mcmc.get('moves', 'de')}): {result.mcmc.get('steps')} steps × "
+                                       f"{result.mcmc.get('nwalkers')} walkers after {result.mcmc.get('warmup_steps', 0)} "
+                                       f"warm-up steps, acceptance {result.mcmc.get('acceptance', float('nan')):.2f}, "
+                                       f"max autocorrelation time {np.nanmax(tau) if tau.size else float('nan'):.1f} "
                                        f"steps, converged: {result.mcmc.get('converged')}.")
 
     def _element_figure(self):

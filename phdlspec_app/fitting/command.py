@@ -26,6 +26,10 @@ def _common(p) -> None:
                    help="labels CMA-ES searches: all (default; every free label) or atmosphere (fast mode: "
                         "Teff, logg, vmic, [Fe/H], vbroad, rv, with the abundances solved by Levenberg-Marquardt "
                         "in between; ~4x faster, but it can stop in a worse optimum on real spectra)")
+    p.add_argument("--mcmc-moves", choices=("hmc", "de"), default="hmc",
+                   help="MCMC sampler moves: hmc (default; Hamiltonian Monte Carlo with the emulator's autodiff "
+                        "gradient, autocorrelation times of a few steps) or de (differential evolution, "
+                        "gradient-free, ~100x longer autocorrelation times in 32 labels)")
     p.add_argument("--emulator", metavar="PATH", help="emulator model file (default: the model in assets/), "
                                                       "or module:factory")
 
@@ -36,7 +40,8 @@ def _options(args) -> dict:
     masks = args.masks if args.masks in ("all", "none") else [m.strip() for m in args.masks.split(",") if m.strip()]
     return {"method": args.method, "seed": args.seed, "fix": parse_fix(args.fix or []),
             "priors": parse_prior(args.prior or []), "resolution": args.resolution, "fwhm": args.fwhm,
-            "air": args.air, "masks": masks, "cmaes_evals": args.cmaes_evals, "cmaes_scope": args.cmaes_scope}
+            "air": args.air, "masks": masks, "cmaes_evals": args.cmaes_evals, "cmaes_scope": args.cmaes_scope,
+            "mcmc_moves": args.mcmc_moves}
 
 
 def _cmd_fit(args) -> int:

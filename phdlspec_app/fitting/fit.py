@@ -108,7 +108,7 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
                  device: str | None = None, progress=None, cancel=None, *, resolution: float | None = None,
                  fwhm: float | None = None, air: bool | None = None, masks="all", extra_masks=None,
                  cmaes_evals: int = 3000, restarts: int = 1, polish: bool = True, cmaes_scope: str = "all",
-                 mcmc_max_steps: int = 20000,
+                 mcmc_max_steps: int = 20000, mcmc_moves: str = "hmc",
                  n_tau: float = 50.0, nwalkers: int | None = None, keep_chain: bool = False) -> FitResult:
     """Fit the 32 labels of one spectrum.
 
@@ -130,7 +130,9 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
         atmospheric labels — Teff, logg, vmic, [Fe/H], vbroad, rv — then Levenberg–Marquardt
         over all free labels, twice; ~4x faster, but it can stop in a worse basin on real
         spectra; ``polish`` does not apply, the LM is part of it)
-    mcmc_max_steps, n_tau, nwalkers, keep_chain : emcee settings
+    mcmc_max_steps, n_tau, nwalkers, keep_chain : emcee settings; mcmc_moves : "hmc"
+        (default: Hamiltonian Monte Carlo with the emulator's autodiff gradient) or "de"
+        (differential evolution, gradient-free; for emulators without a torch path)
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -209,7 +211,7 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
         cov_start = np.where(np.isfinite(cov), cov, 0.0)
         cov_start[~ok, ~ok] = ((hi - lo)[~ok] * 0.05) ** 2
         mc = run_emcee(lik, theta, cov_start, lo, hi, seed=seed, nwalkers=nwalkers, n_tau=n_tau,
-                       max_steps=mcmc_max_steps, keep_chain=keep_chain, progress=say)
+                       max_steps=mcmc_max_steps, keep_chain=keep_chain, progress=say, moves=mcmc_moves)
         timings["mcmc"] = time.perf_counter() - t
         best = lik.full(mc["median"])[0]
         err_lo[free] = mc["median"] - mc["p16"]

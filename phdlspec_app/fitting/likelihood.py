@@ -112,6 +112,35 @@ class Likelihood:
         th = np.atleast_2d(theta)
         return self.chi2_labels(self.full(th)) + self.prior_chi2(th)
 
+    def objective_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, ndim) free labels → ((N,) χ² + prior penalty, (N, ndim) its gradient).
+
+        One batched forward and one backward pass through emulator, LSF and
+        pseudo-continuum (reverse-mode autodiff: the gradient of a scalar costs about one
+        more forward pass, whatever the number of labels). Non-finite values give +inf
+        with a zero gradient."""
+        th = np.atleast_2d(np.asarray(theta, float))
+        vals, grads = [], []
+        for s in range(0, th.shape[0], self.batch_size):
+            check_cancel(self.cancel)
+            x = torch.tensor(th[s:s + self.batch_size], dtype=torch.float64, requires_grad=True)
+            lab = torch.as_tensor(self.base, dtype=torch.float64).expand(x.shape[0], -1).clone()
+            lab[:, torch.as_tensor(self.free)] = x
+            with torch.enable_grad():
+                f = self.emu(lab)
+                f = f.to(device="cpu", dtype=torch.float64).reshape(x.shape[0], -1)
+                m = self.prep.model_observable(f)[:, self._gi]
+                c = (((self._y - m) ** 2) * self._w).sum(-1)
+                for j, mu, sig in self._prior_free:
+                    c = c + ((x[:, j] - mu) / sig) ** 2
+                g, = torch.autograd.grad(c.sum(), x)
+            c, g = c.detach().numpy(), g.numpy()
+            bad = ~(np.isfinite(c) & np.all(np.isfinite(g), axis=1))
+            vals.append(np.where(bad, np.inf, c))
+            grads.append(np.where(bad[:, None], 0.0, g))
+        self.n_evals += th.shape[0]
+        return np.concatenate(vals), np.concatenate(grads)
+
     def jacobian(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Model observable m (P,) and its Jacobian (32, P) at one (32,) label vector,
         through the LSF and the pseudo-continuum: d(b/C[b]) = db/C[b] − b C[db]/C[b]²."""

@@ -2,9 +2,20 @@
 
 All walkers' spectra are one batched emulator call per step (``vectorize=True``).
 Walkers start in a Gaussian ball drawn from the Laplace (Cramér–Rao) covariance around
-the optimum, shrunk by half, so little burn-in is needed. Moves: differential evolution
-(80 %) and its snooker variant (20 %) (ter Braak & Vrugt 2008), which mix far better
-than the stretch move in ~30 dimensions. The run continues in blocks until the chain is
+the optimum, shrunk by half, so little burn-in is needed.
+
+Moves (``moves=``):
+
+- ``"hmc"`` (default): Hamiltonian Monte Carlo (``hmc.HamiltonianMove``) with the
+  likelihood's batched autodiff gradient — each walker an independent HMC chain, the
+  ensemble batching the emulator calls. A warm-up of three windows (step size by dual
+  averaging; then the dense metric re-estimated from the draws; then the step size again)
+  precedes sampling and is discarded. τ is a few steps instead of ~100.
+- ``"de"``: differential evolution (80 %) and its snooker variant (20 %) (ter Braak &
+  Vrugt 2008), gradient-free, which mix far better than the stretch move in ~30
+  dimensions; for emulators without a differentiable torch path.
+
+The run continues in blocks until the chain is
 longer than ``n_tau`` (50) times the largest integrated autocorrelation time τ
 (Goodman & Weare 2010; ``emcee.autocorr``) and τ changed by < 5 % over the last block,
 or until ``max_steps``. Summaries use the chain after discarding 2 τ and thinning by
@@ -22,19 +33,29 @@ __all__ = ["run_emcee"]
 def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarray, hi: np.ndarray,
               seed: int = 1, nwalkers: int | None = None, n_tau: float = 50.0, max_steps: int = 20000,
               check_every: int = 200, keep_chain: bool = False, progress=None,
-              trace_points: int = 400, trace_walkers: int = 16) -> dict:
+              trace_points: int = 400, trace_walkers: int = 16, moves: str = "hmc",
+              warmup: tuple[int, int, int] = (30, 60, 30)) -> dict:
     """Sample the posterior of the free labels (flat priors inside [lo, hi], Gaussian priors
     from ``lik``). Returns {'median', 'p16', 'p84' (ndim,), 'tau' (ndim,), 'acceptance',
     'steps', 'converged', 'covariance' (ndim, ndim) of the thinned chain, 'burn', 'thin',
     'trace' (T, W, ndim) walker paths at 'trace_steps' (T,), 'tau_history' (C, ndim) — the
     τ estimate after 'tau_steps' (C,) steps —, 'n_tau', 'chain' (n, ndim) flattened
-    thinned chain if ``keep_chain``, 'samples' (≤ 4000 thinned draws)}.
+    thinned chain if ``keep_chain``, 'samples' (≤ 4000 thinned draws), 'moves',
+    'warmup_steps', 'gradient_evals' (HMC), 'step_size' (HMC, whitened units)}.
+    With ``moves="hmc"`` the default is 8 walkers (independent chains: their number
+    sets the sample size, not the mixing) and ``check_every`` 50 steps; the
+    warm-up steps are not part of 'steps' or of the chain.
     ``progress(stage, fraction, chi2=...)`` gets the best walker's χ² at each check."""
     import emcee
 
+    if moves not in ("hmc", "de"):
+        raise ValueError(f"moves must be 'hmc' or 'de', got {moves!r}")
     ndim = lik.ndim
-    nw = nwalkers or max(2 * ndim + 2, 32)
+    hmc = moves == "hmc"
+    nw = nwalkers or (8 if hmc else max(2 * ndim + 2, 32))
     nw += nw % 2
+    if hmc and check_every == 200:
+        check_every = 50
     rng = np.random.default_rng(seed)
     cov = 0.5 * (np.asarray(cov, float) + np.asarray(cov, float).T)
     evals, evecs = np.linalg.eigh(cov)
@@ -53,17 +74,47 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
             out[inside] = -0.5 * lik.objective(th[inside])
         return out
 
-    moves = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]
-    sampler = emcee.EnsembleSampler(nw, ndim, log_prob, vectorize=True, moves=moves)
+    def advance(state, n):
+        # fewer HMC walkers than labels is fine (each is its own chain); emcee's check
+        # that the walkers span the space is for its ensemble moves
+        for state in sampler.sample(state, iterations=n, progress=False, skip_initial_state_check=hmc):
+            if lik.cancel is not None and lik.cancel.is_set():
+                raise FitCancelled("fit cancelled")
+        return state
+
+    move = None
+    if hmc:
+        from .hmc import HamiltonianMove
+
+        move = HamiltonianMove(lik.objective_and_grad, lo, hi, cov, theta0, seed=seed)
+        sampler = emcee.EnsembleSampler(nw, ndim, log_prob, vectorize=True, moves=[move])
+    else:
+        de = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]
+        sampler = emcee.EnsembleSampler(nw, ndim, log_prob, vectorize=True, moves=de)
     sampler.random_state = np.random.RandomState(seed % (2**32)).get_state()
-    state, steps, tau_old, converged = p0, 0, np.inf, False
+    state = p0
+    n_warm = 0
+    if hmc:
+        # warm-up (discarded): step size on the Laplace metric; the metric from the
+        # second window's draws; the step size again on that metric; then frozen
+        w1, w2, w3 = warmup
+        state = advance(state, w1)
+        sampler.reset()
+        state = advance(state, w2)
+        move.set_metric(move.regularized_cov(move.to_u(sampler.get_chain(flat=True))))
+        move.start_adaptation()
+        state = advance(state, w3)
+        move.finish_adaptation()
+        sampler.reset()
+        n_warm = w1 + w2 + w3
+        if progress:
+            progress("mcmc", 0.0, chi2=float(-2.0 * np.max(state.log_prob)))
+    steps, tau_old, converged = 0, np.inf, False
     tau = np.full(ndim, np.nan)
     tau_history = []
     while steps < max_steps:
         n = min(check_every, max_steps - steps)
-        for state in sampler.sample(state, iterations=n, progress=False):
-            if lik.cancel is not None and lik.cancel.is_set():
-                raise FitCancelled("fit cancelled")
+        state = advance(state, n)
         steps += n
         tau = emcee.autocorr.integrated_time(sampler.get_chain(), tol=0, quiet=True)
         tmax = float(np.max(tau))
@@ -94,4 +145,6 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
             "trace": trace, "trace_steps": (np.arange(trace.shape[0]) + 1) * k,
             "tau_steps": np.array([t[0] for t in tau_history], int),
             "tau_history": np.array([t[1] for t in tau_history], float).reshape(-1, ndim),
-            "n_tau": float(n_tau), "chain": flat if keep_chain else None}
+            "n_tau": float(n_tau), "chain": flat if keep_chain else None, "moves": moves,
+            "warmup_steps": n_warm, "gradient_evals": int(move.n_grad) if move else 0,
+            "step_size": float(move.step_size) if move else float("nan")}
