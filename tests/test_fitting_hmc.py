@@ -7,7 +7,11 @@ import emcee
 import numpy as np
 from scipy import stats
 
+from fitting_double import LineDouble, noisy_spectrum
+from phdlspec_app import labels as L
 from phdlspec_app.fitting.hmc import HamiltonianMove
+from phdlspec_app.fitting.likelihood import Likelihood
+from phdlspec_app.preprocess import prepare
 
 S = np.array([[1.0, 1.8], [1.8, 4.0]])
 SI = np.linalg.inv(S)
@@ -79,16 +83,6 @@ def test_hmc_move_without_the_jacobian_would_be_caught():
 def test_likelihood_gradient_matches_finite_differences():
     """Likelihood.objective_and_grad (one backward pass through emulator, LSF and
     pseudo-continuum, priors included) against central differences of objective."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from fitting_double import LineDouble, noisy_spectrum
-
-    from phdlspec_app import labels as L
-    from phdlspec_app.fitting.likelihood import Likelihood
-    from phdlspec_app.preprocess import prepare
-
     emu = LineDouble()
     truth = {"teff": 5200.0, "logg": 3.9, "fe_h": -0.4, "rv": 37.0, "mg_fe": 0.2, "vbroad": 10.0}
     s = noisy_spectrum(emu, truth, 50, seed=4)

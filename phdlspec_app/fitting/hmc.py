@@ -28,6 +28,7 @@ autocorrelation estimate. Details:
 """
 from __future__ import annotations
 
+import emcee
 import numpy as np
 
 __all__ = ["HamiltonianMove"]
@@ -39,7 +40,7 @@ def _sigmoid(u):
     return 0.5 * (1.0 + np.tanh(0.5 * u))
 
 
-class HamiltonianMove:
+class HamiltonianMove(emcee.moves.Move):
     """An emcee move (``propose(model, state)``) doing one HMC transition per walker.
 
     Parameters
@@ -69,7 +70,6 @@ class HamiltonianMove:
         self.start_adaptation()
         self.adapting = True
         self.n_grad = 0
-        self.accept_prob_history: list[float] = []
         self._cache = None   # (θ, U, ∇U) of the walkers as last returned
 
     # --- coordinates -----------------------------------------------------------------
@@ -146,12 +146,10 @@ class HamiltonianMove:
 
     # --- the emcee move ----------------------------------------------------------------
     def propose(self, model, state):
-        from emcee.state import State
-
         theta0 = np.array(state.coords, float)
         nw, D = theta0.shape
         u0 = self.to_u(theta0)
-        if self._cache is not None and self._cache[0].shape == theta0.shape and np.array_equal(self._cache[0], theta0):
+        if self._cache is not None and np.array_equal(self._cache[0], theta0):
             U0, g0 = self._cache[1], self._cache[2]
         else:
             U0, g0, _ = self.potential(u0)
@@ -174,21 +172,12 @@ class HamiltonianMove:
         dH = np.where(np.isfinite(dH), dH, np.inf)
         accept_prob = np.exp(np.minimum(0.0, -dH))
         accepted = np.log(self.rng.uniform(size=nw)) < -dH
-        self.accept_prob_history.append(float(np.mean(accept_prob)))
         if self.adapting:
             self._adapt(float(np.mean(accept_prob)))
         theta1 = self.to_theta(u)
-        new = State(theta1, log_prob=-0.5 * chi2)
+        new = emcee.State(theta1, log_prob=-0.5 * chi2)
         state = self.update(state, new, accepted)
         Uc = np.where(accepted, U, U0)
         gc = np.where(accepted[:, None], g, g0)
         self._cache = (np.array(state.coords, float), Uc, gc)
         return state, accepted
-
-    def update(self, old_state, new_state, accepted):
-        old_state.coords[accepted] = new_state.coords[accepted]
-        old_state.log_prob[accepted] = new_state.log_prob[accepted]
-        return old_state
-
-    def tune(self, state, accepted):   # emcee's hook; adaptation happens in propose
-        pass

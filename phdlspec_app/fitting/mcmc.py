@@ -32,7 +32,7 @@ __all__ = ["run_emcee"]
 
 def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarray, hi: np.ndarray,
               seed: int = 1, nwalkers: int | None = None, n_tau: float = 50.0, max_steps: int = 20000,
-              check_every: int = 200, keep_chain: bool = False, progress=None,
+              check_every: int | None = None, keep_chain: bool = False, progress=None,
               trace_points: int = 400, trace_walkers: int = 16, moves: str = "hmc",
               warmup: tuple[int, int, int] = (30, 60, 30)) -> dict:
     """Sample the posterior of the free labels (flat priors inside [lo, hi], Gaussian priors
@@ -43,7 +43,7 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
     thinned chain if ``keep_chain``, 'samples' (≤ 4000 thinned draws), 'moves',
     'warmup_steps', 'gradient_evals' (HMC), 'step_size' (HMC, whitened units)}.
     With ``moves="hmc"`` the default is 8 walkers (independent chains: their number
-    sets the sample size, not the mixing) and ``check_every`` 50 steps; the
+    sets the sample size, not the mixing) and ``check_every`` 50 steps (DE: 200); the
     warm-up steps are not part of 'steps' or of the chain.
     ``progress(stage, fraction, chi2=...)`` gets the best walker's χ² at each check."""
     import emcee
@@ -54,8 +54,7 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
     hmc = moves == "hmc"
     nw = nwalkers or (8 if hmc else max(2 * ndim + 2, 32))
     nw += nw % 2
-    if hmc and check_every == 200:
-        check_every = 50
+    check_every = check_every or (50 if hmc else 200)
     rng = np.random.default_rng(seed)
     cov = 0.5 * (np.asarray(cov, float) + np.asarray(cov, float).T)
     evals, evecs = np.linalg.eigh(cov)
