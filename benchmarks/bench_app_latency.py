@@ -4,13 +4,15 @@
   browser's ``model_source`` data change (BokehJS signal), for ``--moves`` presses alternating
   right and left; p50/p95/max in ms;
 * first page load: ``page.goto`` until the demo star's 3909 pixels and the model are in the
-  browser's data sources (s);
+  browser's data sources (s), for ``--loads`` fresh browser contexts opened ``--gap`` seconds
+  apart (visitors a few seconds apart get a page the server built ahead of time; with
+  ``--gap 0`` every other load builds its own);
 * ``--with-fit``: the same slider measurement while a second browser session runs a real
   background fit (``fitting.fit_spectrum``, standard budget) of the demo star.
 
 Usage::
 
-    python benchmarks/bench_app_latency.py [--moves 60] [--emulator auto|double] [--with-fit] [--out FILE.json]
+    python benchmarks/bench_app_latency.py [--moves 60] [--loads 7] [--gap 6] [--emulator auto|double|real] [--with-fit] [--out FILE.json]
 
 ``--emulator auto`` uses ``phdlspec_app.emulator.load_emulator()`` when it loads, else the test
 double (the JSON says which). Prints one JSON object.
@@ -97,6 +99,7 @@ def main(argv=None) -> int:
     ap.add_argument("--moves", type=int, default=60)
     ap.add_argument("--emulator", choices=["auto", "double", "real"], default="auto")
     ap.add_argument("--loads", type=int, default=3, help="page loads timed")
+    ap.add_argument("--gap", type=float, default=0.0, help="seconds between page loads")
     ap.add_argument("--with-fit", action="store_true", help="measure while another session fits")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
@@ -135,6 +138,7 @@ def main(argv=None) -> int:
                 loads.append(time.perf_counter() - t0)
             if i < args.loads:
                 ctx.close()
+                time.sleep(args.gap)
         fit_state = None
         if args.with_fit:
             other = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
@@ -165,7 +169,7 @@ def main(argv=None) -> int:
         "slider_to_model_ms": {"n": len(lat), "missed": missed, "p50": pct(lat, 50), "p95": pct(lat, 95),
                                "max": max(lat) if lat else None, "mean": statistics.fmean(lat) if lat else None},
         "first_page_load_s": {"n": len(loads), "median": pct(loads, 50), "max": max(loads) if loads else None,
-                              "all": [round(v, 3) for v in loads]},
+                              "gap_s": args.gap, "all": [round(v, 3) for v in loads]},
         "load_average_at_end": os.getloadavg(),
     })
     text = json.dumps(result, indent=2)

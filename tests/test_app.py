@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -231,9 +232,41 @@ def test_layout_template_and_title(tmp_path):
 def test_server_factory_builds_a_fresh_page_per_session(tmp_path):
     from phdlspec_app.app.server import app_factory
 
-    factory = app_factory(tmp_path)
+    factory = app_factory(tmp_path, spare=False)
     first, second = factory(), factory()
     assert isinstance(first, pn.template.BaseTemplate) and first is not second
+
+
+def test_spare_pages_hand_each_page_out_once_and_build_the_next_ahead(tmp_path):
+    from phdlspec_app.app.server import SparePages, app_factory
+
+    built = []
+
+    def build():
+        built.append(object())
+        return built[-1]
+
+    pages = SparePages(build, delay_s=0.0)
+    first = pages()  # nothing ready: built inline, a spare is scheduled
+    deadline = time.monotonic() + 10
+    while len(built) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(built) == 2
+    second = pages()  # the spare, not a new build ...
+    assert second is built[1] and second is not first
+    while len(built) < 3 and time.monotonic() < deadline:  # ... and the next spare is on its way
+        time.sleep(0.01)
+    assert pages() is built[2] and len({id(p) for p in (first, second, built[2])}) == 3
+    # primed, the very first visitor also gets a page built before it asked
+    built.clear()
+    primed = SparePages(build, delay_s=60.0, prime=True)
+    while primed._spare is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert primed() is built[0] and len(built) == 1  # the next spare waits its 60 s delay
+    # the dashboard's own factory: a method pn.serve calls per session, distinct real pages
+    factory = app_factory(tmp_path)
+    a, b = factory(), factory()
+    assert isinstance(a, pn.template.BaseTemplate) and isinstance(b, pn.template.BaseTemplate) and a is not b
 
 
 def test_main_module_import_has_no_side_effects(monkeypatch):
@@ -338,3 +371,17 @@ def test_capped_pilot_snr_is_shown_as_a_lower_limit(lamost_dir):
     spec = read_spectrum(lamost_dir / "learninglamost" / "spec-55862-B6212_sp06-003.fits")
     rows = dict(summary_rows(spec.summary()))
     assert rows["S/N per band"] == "u 14.0 · g 71.4 · r ≥99.0 · i ≥99.0 · z ≥99.0"
+
+
+def test_lazy_tabs_render_a_tab_when_first_opened_and_keep_it():
+    from phdlspec_app.app.lazytabs import LazyTabs
+
+    panes = [pn.pane.Markdown(f"tab {i}", name=f"T{i}") for i in range(3)]
+    lazy = LazyTabs(*panes)
+    tabs = lazy.__panel__()
+    assert isinstance(tabs, pn.Tabs) and not tabs.dynamic and list(tabs._names) == ["T0", "T1", "T2"]
+    assert [list(slot.objects) for slot in tabs.objects] == [[panes[0]], [], []]
+    lazy.active = 2  # the browser's tab click sets Tabs.active
+    assert tabs.objects[2].objects == [panes[2]] and tabs.objects[1].objects == []
+    lazy.active = 0
+    assert tabs.objects[2].objects == [panes[2]] and lazy.opened == {0, 2}  # kept, not dropped

@@ -41,10 +41,12 @@ def test_one_slider_per_label_with_schema_ranges_units_and_groups(live):
     assert list(live.sliders) == L.label_names()
     for lab in L.LABELS:
         s = live.sliders[lab.name]
-        assert (s.start, s.end, s.fixed_start, s.fixed_end) == (lab.lo, lab.hi, lab.lo, lab.hi)
-        assert s.value == lab.default and s.step == lab.step
+        assert (s.start, s.end) == (lab.lo, lab.hi)
+        # both widgets stop at the physical range: the number cannot be typed beyond it
+        assert (s.slider.start, s.slider.end, s.number.start, s.number.end) == (lab.lo, lab.hi, lab.lo, lab.hi)
+        assert s.value == lab.default and s.step == lab.step == s.slider.step
         assert f"({lab.unit})" in s.label
-    groups = live.slider_groups()
+    groups = live.slider_groups().panes
     assert [c.name.split(" (")[0] for c in groups] == list(L.GROUPS)
     assert sum(len(c.objects) for c in groups) == 32
     assert live.sliders["mg_fe"].label == "[Mg/Fe] (dex)" and live.sliders["teff"].label == "Teff (K)"
@@ -63,10 +65,13 @@ def test_model_source_is_updated_in_place_on_label_change(live, emu):
 
 
 def test_slider_widget_drives_labels_and_back(live):
-    live.sliders["fe_h"].value = -1.0
-    assert live.labels.fe_h == -1.0
+    live.sliders["fe_h"].slider.value = -1.0  # a drag
+    assert live.labels.fe_h == -1.0 and live.sliders["fe_h"].number.value == -1.0
+    live.sliders["fe_h"].number.value = -0.7  # a typed number
+    assert live.labels.fe_h == -0.7 and live.sliders["fe_h"].slider.value == -0.7
     live.set_labels({"[Mg/Fe]": 0.4, "TEFF": 6000, "not_a_label": 3})
-    assert live.sliders["mg_fe"].value == 0.4 and live.sliders["teff"].value == 6000
+    assert live.sliders["mg_fe"].value == 0.4 and live.sliders["teff"].slider.value == 6000
+    assert live.sliders["teff"].number.value == 6000
     live.set_labels({"teff": 1e6})  # clipped to the schema's range
     assert live.labels.teff == L.get_label("teff").hi
     live.reset()

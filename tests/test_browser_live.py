@@ -74,6 +74,15 @@ def state(page):
     return page.evaluate(STATE_JS)
 
 
+# Height on screen of the spectrum figure's view (0 in a hidden tab or with no view).
+SPECTRUM_SHOWN_JS = """() => {
+  const fig = Bokeh.documents[0].get_model_by_name("spectrum_figure");
+  const view = fig && Bokeh.index.find_one(fig);
+  const shown = view && view.el.isConnected && view.el.checkVisibility({visibilityProperty: true});
+  return shown ? view.el.getBoundingClientRect().height : 0;
+}"""
+
+
 def nudge_teff(page, presses=3):
     """Focus the first slider handle (Teff) and press the right arrow key."""
     handle = page.locator(".noUi-handle").first
@@ -156,8 +165,12 @@ def test_short_fit_runs_to_completion_and_moves_the_model(page):
     sync_api.expect(page.get_by_role("button", name="Fit this spectrum")).to_be_enabled()
     page.wait_for_timeout(300)
     page.screenshot(path=str(SCREENSHOT.with_name("fit_tab.png")), full_page=True)
-    # The tabs are dynamic: back on the spectrum tab, the model is the one at the fit result.
+    assert page.evaluate(SPECTRUM_SHOWN_JS) == 0  # the spectrum figure is hidden ...
+    # ... and back on the spectrum tab they show at once (a tab opened once is kept: Panel's
+    # dynamic tabs rebuilt it, blank for 1-5 s), with the model at the fit result.
     page.locator(".bk-tab", has_text="Spectrum & model").first.click()
+    wait_until(lambda: page.evaluate(SPECTRUM_SHOWN_JS) > 300, timeout=0.8, interval=0.02,
+               message="the spectrum figure on screen", page=page)
     wait_until(lambda: (state(page) or [0, before])[1] != before and abs(state(page)[1] - before) > 1e-3,
                message="the model at the fit result", page=page)
     assert page.page_errors == []

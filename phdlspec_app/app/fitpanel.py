@@ -147,7 +147,7 @@ class FitPanel(param.Parameterized):
         #: callables run (on the session's event loop) after a fit's result is shown
         self.on_result: list = []
 
-        self.method = pn.widgets.RadioButtonGroup(options=list(_METHODS), value="CMA-ES", button_type="default")
+        self.method = pn.widgets.RadioButtonGroup(options=list(_METHODS), value="CMA-ES", color="default")
         self.budget = pn.widgets.Select(label="Budget", options=list(BUDGETS), value=list(BUDGETS)[1], width=230)
         self.fix = pn.widgets.MultiChoice(
             label="Fix at the current slider values",
@@ -390,7 +390,7 @@ class FitPanel(param.Parameterized):
 
         def button(label, filename, make, **kw):
             return pn.widgets.FileDownload(callback=guarded(make, **kw), filename=filename, label=label,
-                                           button_type="light", width=190, embed=False)
+                                           color="light", width=190, embed=False)
 
         return pn.FlexBox(
             button("Results (ECSV)", "phdlspec_fit.ecsv", lambda: self._result_table(".ecsv")),

@@ -20,6 +20,8 @@ import param
 
 from phdlspec_app import labels as L
 
+from .labelslider import LabelSlider
+from .lazytabs import LazyTabs
 from .observation import Observation, interp_to, prepare_observation
 from .plot import ModelLayers, SpectrumFigure
 
@@ -156,33 +158,26 @@ class LiveModel(param.Parameterized):
         self.strongest_button.on_click(lambda _e: self.zoom_strongest())
         self.labels.param.watch(self._on_labels, L.label_names())
         for slider in self.sliders.values():
-            slider.param.watch(lambda _e: self.refresh_element(), "value_throttled")
+            slider.on_release(lambda _e: self.refresh_element())
         if self.emulator is None:
             for slider in self.sliders.values():
                 slider.disabled = True
         self._update_model(full=True)
 
     # ------------------------------------------------------------------ widgets
-    def _slider(self, lab: L.Label):
-        widget = pn.widgets.EditableFloatSlider.from_param(
-            self.labels.param[lab.name], label=self.labels.param[lab.name].label,
-            start=lab.lo, end=lab.hi, fixed_start=lab.lo, fixed_end=lab.hi, step=lab.step,
-            format=_format(lab.step), sizing_mode="stretch_width", margin=(2, 8),
-        )
-        inner = getattr(widget, "_slider", None)  # the FloatSlider inside (private in Panel)
-        if SLIDER_DEBOUNCE_MS is not None and inner is not None and hasattr(inner, "_debounce"):
-            inner._debounce = SLIDER_DEBOUNCE_MS
-        return widget
+    def _slider(self, lab: L.Label) -> LabelSlider:
+        return LabelSlider(self.labels, lab.name, step=lab.step, fmt=_format(lab.step),
+                           debounce_ms=SLIDER_DEBOUNCE_MS, sizing_mode="stretch_width", margin=0)
 
     def slider_groups(self):
-        """One tab per schema group, atmosphere first. The tabs are dynamic: a group's sliders
-        are sent to the browser when its tab is opened (32 sliders up front cost ~1 s of page
+        """One tab per schema group, atmosphere first. A group's sliders are sent to the browser
+        when its tab is first opened (:class:`LazyTabs`; 32 sliders up front cost ~1 s of page
         load on a busy 2-core machine)."""
         tabs = []
         for group in L.GROUPS:
             items = [self.sliders[lab.name] for lab in L.LABELS if lab.group == group]
             tabs.append(pn.Column(*items, name=f"{group} ({len(items)})", sizing_mode="stretch_width"))
-        return pn.Tabs(*tabs, dynamic=True, sizing_mode="stretch_width", margin=(4, 0))
+        return LazyTabs(*tabs, sizing_mode="stretch_width", margin=(4, 0))
 
     def controls(self):
         return pn.Column(

@@ -26,6 +26,7 @@ __all__ = [
 #: ``Bokeh.documents[0].get_model_by_name(...)``.
 SPECTRUM_SOURCE_NAME = "spectrum_source"
 MASKED_SOURCE_NAME = "masked_source"
+SPECTRUM_FIGURE_NAME = "spectrum_figure"  # found by name in the browser tests
 #: The live model (columns ``wavelength``, ``model``, ``residual``) and the selected element's
 #: layers (``wavelength``, ``plus``, ``minus``: the model at +/-0.2 dex; ``shade``: NaN except
 #: where the element's differential spectrum is significant).
@@ -101,7 +102,7 @@ class SpectrumFigure:
         # Explicit Range1d (not auto DataRange1d): ranges are set from robust percentiles on
         # each load, so a new file is always shown whole even after the user zoomed.
         fig = figure(
-            height=height, sizing_mode="stretch_width", title="No spectrum loaded",
+            height=height, sizing_mode="stretch_width", title="No spectrum loaded", name=SPECTRUM_FIGURE_NAME,
             x_range=Range1d(3700, 9100), y_range=Range1d(0, 1),
             x_axis_label="Vacuum wavelength (Å)", y_axis_label="Flux (file units)",
             tools="pan,xwheel_zoom,box_zoom,reset,save", active_scroll="xwheel_zoom",

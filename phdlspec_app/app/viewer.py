@@ -21,6 +21,7 @@ from .calibrationpanel import CalibrationPanel
 from .demo import demo_stars
 from .files import SPECTRUM_SUFFIXES, find_lamost_files
 from .fitpanel import FitPanel
+from .lazytabs import LazyTabs
 from .live import LiveModel
 from .metadata import spectrum_warnings, summary_html
 from .teaching import Teaching
@@ -287,11 +288,12 @@ class SpectrumViewer(pn.viewable.Viewer):
             pn.pane.Markdown("#### Header"), self.meta_table,
             sizing_mode="stretch_width", name="Spectrum & model",
         )
+        self.tabs = LazyTabs(spectrum_tab, self.fitter.panel(), self.teaching.panel(), self.calibration.panel(),
+                             sizing_mode="stretch_width")
         template.main.append(pn.Column(
             self.error_alert, self.warning_alert, self.live.model_alert, self.live.domain_alert,
             self.status_text,
-            pn.Tabs(spectrum_tab, self.fitter.panel(), self.teaching.panel(), self.calibration.panel(), dynamic=True,
-                    sizing_mode="stretch_width"),
+            self.tabs,
             sizing_mode="stretch_width",
         ))
         return template
@@ -303,8 +305,9 @@ class SpectrumViewer(pn.viewable.Viewer):
     def _frozen_server_doc(template):
         """Make ``template.server_doc`` build the page with the document's model graph frozen.
 
-        Every EditableFloatSlider adds a JS link, and each one makes Bokeh re-walk every model of
-        the document (about 700): 32 sliders cost ~2 s per page load. Frozen, the walk happens once.
+        Each model a widget adds to the document (a JS link, a callback) makes Bokeh re-walk every
+        model of the document; with 32 Panel EditableFloatSliders that cost ~2 s per page load.
+        Frozen, the walk happens once however the page is built.
         """
         plain = template.server_doc
 
