@@ -3,8 +3,8 @@ compare Teff, log g and [Fe/H] with them.
 
     .venv/bin/python benchmarks/bench_lamost_real.py [--model PATH] [--plot docs/lamost_vs_lasp.png] [--limit N]
 
-Spectra: every star in ``$PHDLSPEC_DATA/spectra/lamost`` whose ``obsid`` appears in
-``catalogs/lamost_lasp_labels/*.csv`` (LAMOST DR1 LASP: ``teff``, ``logg``, ``feh``).
+Spectra: every star in ``$PHDLSPEC_DATA/spectra/lamost`` whose file name (or header
+``obsid``) appears in ``catalogs/lamost_lasp_labels/*.csv`` (LAMOST DR1 LASP: ``teff``, ``logg``, ``feh``).
 Reports the median offset (ours − LASP), robust scatter (1.4826 × MAD) and the number
 of stars, per label; with ``--plot`` a three-panel comparison figure. Prints JSON.
 """
@@ -37,7 +37,11 @@ def main(argv=None) -> int:
     from phdlspec_app.preprocess import FitInputError
 
     cat = pd.concat([pd.read_csv(p) for p in sorted((catalogs_dir() / "lamost_lasp_labels").glob("*.csv"))])
-    cat = cat.drop_duplicates("obsid").set_index("obsid")
+    cat = cat.drop_duplicates("obsid")
+    # the pilot-era (v2.6) files carry no OBSID keyword: match on the catalog's file name,
+    # else on the header's obsid
+    by_name = cat.set_index("filename")
+    by_obsid = cat.set_index("obsid")
     emu = load_emulator(args.model, device="cpu")
     rows = []
     files = sorted(p for p in Path(lamost_spectra_dir()).rglob("*.fits*"))
@@ -46,14 +50,18 @@ def main(argv=None) -> int:
             spec = read_spectrum(f)
         except SpectrumFormatError:
             continue
-        obsid = spec.meta.get("obsid")
-        try:
-            obsid = int(obsid)
-        except (TypeError, ValueError):
-            continue
-        if obsid not in cat.index:
-            continue
-        ref = cat.loc[obsid]
+        name = f.name[:-3] if f.name.endswith(".gz") else f.name
+        if name in by_name.index:
+            ref = by_name.loc[name]
+        else:
+            try:
+                obsid = int(spec.meta.get("obsid"))
+            except (TypeError, ValueError):
+                continue
+            if obsid not in by_obsid.index:
+                continue
+            ref = by_obsid.loc[obsid]
+        obsid = int(ref["obsid"])
         try:
             r = fit_spectrum(spec, emu, method=args.method, seed=1)
         except FitInputError as exc:

@@ -13,6 +13,7 @@ from phdlspec_app import labels as L
 from phdlspec_app.fitting.diagnostics import covariance
 from phdlspec_app.fitting.fit import fit_spectrum
 from phdlspec_app.fitting.likelihood import Likelihood
+from phdlspec_app.fitting.mcmc import split_rhat
 from phdlspec_app.fitting.optimize import levenberg_marquardt, search_box
 from phdlspec_app.preprocess import prepare
 from test_fitting_inference import QUICK_FIX, TRUTH
@@ -58,6 +59,8 @@ def test_mcmc_converges_and_agrees_with_the_cramer_rao_errors(emu, moves):
         # dual averaging aims at a mean acceptance probability of 0.8; τ is a few steps
         assert 0.6 < m["acceptance"] < 0.97 and np.max(m["tau"]) < 10
         assert m["warmup_steps"] > 0 and m["gradient_evals"] > m["steps"] * m["nwalkers"]
+        # converged by split-R̂ across the independent chains, not by a τ that drifts < 5 %
+        assert np.all(m["rhat"] < 1.01) and r.to_row()["mcmc_rhat_max"] < 1.01
     else:
         assert 0.1 < m["acceptance"] < 0.8
     lik_free = r.free_names
@@ -87,3 +90,14 @@ def test_mcmc_converges_and_agrees_with_the_cramer_rao_errors(emu, moves):
     # the walkers end near the posterior median
     j = lik_free.index("teff")
     assert abs(np.median(m["trace"][-1, :, j]) - r.labels["teff"]) < 3 * r.err_hi["teff"]
+
+
+def test_split_rhat_tells_mixed_chains_from_stuck_and_drifting_ones():
+    rng = np.random.default_rng(3)
+    mixed = rng.standard_normal((2000, 8, 3))
+    assert np.all(split_rhat(mixed) < 1.01)
+    stuck = mixed + np.arange(8)[None, :, None] * 0.5  # the chains sit at different means
+    assert np.all(split_rhat(stuck) > 1.1)
+    drifting = mixed + np.linspace(0.0, 2.0, 2000)[:, None, None]  # one trend in every chain
+    assert np.all(split_rhat(drifting) > 1.1)  # only the split into halves catches this
+    assert np.all(np.isinf(split_rhat(mixed[:3])))  # too short to judge

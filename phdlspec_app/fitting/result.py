@@ -92,6 +92,8 @@ class FitResult:
             row["mcmc_tau_max"] = float(np.nanmax(self.mcmc["tau"]))
             row["mcmc_acceptance"] = float(self.mcmc["acceptance"])
             row["mcmc_steps"] = int(self.mcmc["steps"])
+            rhat = np.asarray(self.mcmc.get("rhat", np.nan), float)
+            row["mcmc_rhat_max"] = float(np.max(rhat)) if np.all(np.isfinite(rhat)) else float("nan")
         for name, d in self.elements.items():
             row[f"{name}_crb"] = float(d.crb)
             row[f"{name}_nsens"] = int(d.n_sensitive)
