@@ -196,7 +196,9 @@ def test_kurucz_refuses_points_outside_the_grid(shared_dir):
     with pytest.raises(ValueError, match="outside the Kurucz grid"):
         A.kurucz_atmosphere(3000.0, 4.0, 0.0)
     with pytest.raises(ValueError, match="lacks the corner"):
-        A.kurucz_atmosphere(6600.0, 0.2, 0.0)        # no logg 0 models above 6000 K
+        A.kurucz_atmosphere(6100.0, 0.2, 0.0)        # 6000 K has a logg 0 model, 6250 K has not
+    with pytest.raises(ValueError, match=r"logg = 0.2 is outside the Kurucz grid \(0.5"):
+        A.kurucz_atmosphere(6600.0, 0.2, 0.0)        # neither 6500 nor 6750 K goes below logg 0.5
 
 
 @pytest.mark.shared_data
@@ -248,3 +250,13 @@ def test_atmosnet_structure_that_turns_back_deep_is_cut_and_higher_up_refused():
         atmosnet_atmosphere(5908.2, 3.64, 0.0669, -0.0583)
     sun = atmosnet_atmosphere(5777.0, 4.44, 0.0, 0.0)
     assert sun.rhox.numel() == 80 and (torch.diff(sun.rhox) > 0).all()
+
+
+def test_kurucz_interpolates_cool_stars_between_half_dex_nodes_despite_off_step_hot_models(shared_dir):
+    # the [M/H] = 0 grid also holds 25000 K at log g 3.3: a log g of 3.1 at 4756 K must still
+    # be bracketed by 3.0 and 3.5 (the bug asked for 4750 K / 3.3 corners that do not exist)
+    atm = A.kurucz_atmosphere(4756.06, 3.098, 0.0615)
+    t = _t_at(atm, 0.0)
+    t_lo = _t_at(A.kurucz_atmosphere(4750.0, 3.0, 0.0), 0.0)
+    t_hi = _t_at(A.kurucz_atmosphere(4750.0, 3.5, 0.0), 0.0)
+    assert min(t_lo, t_hi) - 30 < t < max(t_lo, t_hi) + 30

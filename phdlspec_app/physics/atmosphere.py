@@ -445,7 +445,10 @@ def kurucz_atmosphere(teff: float, logg: float, m_h: float) -> ModelAtmosphere:
     grids = {m: _kurucz_grid(m) for m, _ in w_m}
     all_nodes = set().union(*[set(g) for g in grids.values()])
     w_t = _bracket(teff, {t for t, _ in all_nodes}, "Teff")
-    w_g = _bracket(logg, {g for _, g in all_nodes}, "logg")
+    # log g nodes of the bracketing Teff columns only: the grid has a few off-step hot models
+    # (25000 K at log g 3.3, 24000 K at 3.9) that must not split the 0.5-dex steps of cool stars
+    teffs = {t for t, _ in w_t}
+    w_g = _bracket(logg, {g for t, g in all_nodes if t in teffs}, "logg")
 
     corners, missing = [], []
     for m, wm in w_m:
