@@ -2,6 +2,7 @@
 compare Teff, log g and [Fe/H] with them.
 
     .venv/bin/python benchmarks/bench_lamost_real.py [--model PATH] [--plot docs/lamost_vs_lasp.png] [--limit N]
+        [--rows rows.csv [--resume]]
 
 Spectra: every star in ``$PHDLSPEC_DATA/spectra/lamost`` whose file name (or header
 ``obsid``) appears in ``catalogs/lamost_lasp_labels/*.csv`` (LAMOST DR1 LASP: ``teff``, ``logg``, ``feh``).
@@ -26,6 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--method", default="cmaes")
+    ap.add_argument("--rows", type=Path, help="CSV of the per-star rows, rewritten (atomically) after each star")
+    ap.add_argument("--resume", action="store_true", help="with --rows: skip the stars already in it")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     import pandas as pd
@@ -44,6 +47,9 @@ def main(argv=None) -> int:
     by_obsid = cat.set_index("obsid")
     emu = load_emulator(args.model, device="cpu")
     rows = []
+    if args.resume and args.rows and args.rows.exists():
+        rows = pd.read_csv(args.rows, keep_default_na=False).to_dict("records")
+    done = {r["file"] for r in rows}
     files = sorted(p for p in Path(lamost_spectra_dir()).rglob("*.fits*"))
     for f in files:
         try:
@@ -51,6 +57,8 @@ def main(argv=None) -> int:
         except SpectrumFormatError:
             continue
         name = f.name[:-3] if f.name.endswith(".gz") else f.name
+        if f.name in done:
+            continue
         if name in by_name.index:
             ref = by_name.loc[name]
         else:
@@ -70,6 +78,10 @@ def main(argv=None) -> int:
         rows.append({"file": f.name, "obsid": obsid, "snr": r.snr, "chi2_reduced": r.chi2_reduced,
                      "flags": ",".join(r.flags), **{k: r.labels[k] for k in ("teff", "logg", "fe_h")},
                      "lasp_teff": float(ref["teff"]), "lasp_logg": float(ref["logg"]), "lasp_fe_h": float(ref["feh"])})
+        if args.rows:
+            tmp = args.rows.with_name(f".{args.rows.name}.part")
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+            tmp.replace(args.rows)
         print(f"{len(rows)}: {f.name} teff {r.labels['teff']:.0f} vs {ref['teff']:.0f}", file=sys.stderr, flush=True)
         if args.limit and len(rows) >= args.limit:
             break
