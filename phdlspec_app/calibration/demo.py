@@ -37,13 +37,13 @@ written: ``truth.ecsv``, ``pairs.ecsv``, ``results.ecsv``, ``calibration.ecsv``,
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .. import labels as L
+from ..physics.grid import _atomic_savez
 
 __all__ = ["DemoSpec", "SIMULATED_NOTE", "demo_stars", "synthesize_demo", "fit_demo", "run_demo"]
 
@@ -81,9 +81,9 @@ def m67_labels(n: int | None = None, data_dir=None, n_dwarfs: int = 15):
     tm = np.array([str(s).strip().upper().removeprefix("2M") for s in galah["tmass_id"]])
     teff, logg = np.asarray(galah["teff"], float), np.asarray(galah["logg"], float)
     lo, hi = logg_envelope(teff)
-    ok = (np.isin(tm, list(members)) & (np.asarray(galah["flag_sp"]) == 0) & np.isfinite(teff) & np.isfinite(logg)
-          & (teff >= 4000) & (teff <= 7000) & (logg >= lo) & (logg <= hi))
-    idx = np.flatnonzero(ok)
+    usable = ((np.asarray(galah["flag_sp"]) == 0) & np.isfinite(teff) & np.isfinite(logg)
+              & (teff >= 4000) & (teff <= 7000) & (logg >= lo) & (logg <= hi))
+    idx = np.flatnonzero(usable & np.isin(tm, list(members)))
     n = idx.size if n is None else n
     if idx.size < n:
         raise ValueError(f"only {idx.size} OCCAM M67 members with GALAH Teff/log g inside the grid; asked for {n}")
@@ -93,8 +93,7 @@ def m67_labels(n: int | None = None, data_dir=None, n_dwarfs: int = 15):
     # metallicity (GALAH's own scale), spread evenly in Teff
     fe = np.asarray(galah["fe_h"], float)
     fe0 = float(np.median(fe[idx]))
-    dw = np.flatnonzero(ok | (np.isfinite(teff) & np.isfinite(logg) & (np.asarray(galah["flag_sp"]) == 0)
-                              & (teff >= 4000) & (teff <= 7000) & (logg >= lo) & (logg <= hi)))
+    dw = np.flatnonzero(usable)
     dw = dw[(logg[dw] >= 3.8) & (np.abs(fe[dw] - fe0) <= 0.1) & ~np.isin(dw, pick)]
     if dw.size < n_dwarfs:
         raise ValueError(f"only {dw.size} GALAH M67-field dwarfs at [Fe/H] {fe0:+.2f} ± 0.1; asked for {n_dwarfs}")
@@ -174,17 +173,11 @@ def _synth_one(args):
     if syn is None:
         syn = _SYNTH["syn"] = Synthesizer(**kwargs)
     flux = syn.spectrum(torch.as_tensor(lab), resolution=resolution).detach().numpy()
-    _save_npz(path, labels=lab, flux=flux.astype(np.float32))
+    _atomic_savez(path, labels=lab, flux=flux.astype(np.float32))
     return path
 
 
 _SYNTH: dict = {}
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    tmp = path.with_name(f".{path.stem}.part.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 def _done(path: Path, lab: np.ndarray) -> bool:
@@ -213,7 +206,7 @@ def synthesize_demo(out, truth, spec: DemoSpec = DemoSpec(), workers: int = 1, s
         bar = tqdm(total=len(jobs), desc="synthesizing (ab initio, ATLAS9)", unit="star")
     if synthesizer is not None:
         for path, lab in jobs:
-            _save_npz(path, labels=lab, flux=np.asarray(synthesizer(lab), np.float32))
+            _atomic_savez(path, labels=lab, flux=np.asarray(synthesizer(lab), np.float32))
             bar and bar.update()
     elif jobs:
         kwargs = {"atmosphere": spec.atmosphere}
