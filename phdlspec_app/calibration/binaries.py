@@ -9,7 +9,9 @@ standardized per 1000 K and per dex),
 
 is fitted by least squares with iterative 4-sigma clipping; the correction is
 ``[X/Fe] - f(x)`` (it leaves the zero point alone: pairs cannot measure it). Errors
-are from a bootstrap over pairs.
+are from a bootstrap over pairs. The degree (0, no correction, up to ``order``) is chosen
+by k-fold cross-validation over the pairs, so a shape is applied to new stars only where
+it is significant: it must predict held-out pairs better than no correction does.
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ import numpy as np
 
 from . import diagnostics as D
 from .correction import Correction, feature_matrix
-from .models import Trend, fit_linear, robust_std
-from .tables import NO_ID, CalibrationInputError, abundance_names, find_id_column, float_column, id_strings
+from .models import Trend, cv_seed, fit_linear, robust_std, select_design
+from .tables import (NO_ID, CalibrationInputError, abundance_names, find_id_column, float_column, id_strings,
+                     measured_column)
 
 __all__ = ["fit_wide_binaries", "find_pair_columns", "pair_indices"]
 
@@ -71,7 +74,8 @@ def pair_indices(results, pairs, id_column=None, pair_columns=None) -> tuple[np.
 
 
 def fit_wide_binaries(results, pairs, labels=None, id_column=None, pair_columns=None,
-                      features=("teff",), order: int = 1, n_boot: int = 400, min_pairs: int = 8, rng=0):
+                      features=("teff",), order: int = 1, n_boot: int = 400, min_pairs: int = 8, rng=0,
+                      select: str | None = "cv", k: int = 5):
     """Fit the wide-binary correction of each abundance label.
 
     Parameters
@@ -82,9 +86,15 @@ def fit_wide_binaries(results, pairs, labels=None, id_column=None, pair_columns=
     features : trend variables, from ``teff``, ``logg``, ``fe_h``. Teff alone by default:
         along the main sequence Teff and log g of a pair are nearly collinear, and both
         together only inflate the errors
-    order : polynomial degree of the shape
+    order : polynomial degree of the shape (the highest one tried, with ``select="cv"``)
     n_boot : bootstrap resamples of the pairs for the coefficient covariance
     min_pairs : labels with fewer usable pairs are skipped (listed in the result's stats)
+    select : ``"cv"`` (default): the degree, from 0 (no correction) to ``order``, is chosen by
+        k-fold cross-validation over the pairs (:func:`~.models.select_design`), so a trend is
+        applied only when it predicts held-out pairs; ``None``: always fit degree ``order``.
+        A label whose chosen degree is 0 is kept, with an empty trend, for its internal
+        precision (``stats["order"] == 0``)
+    k : folds of the cross-validation
 
     Returns
     -------
@@ -94,26 +104,40 @@ def fit_wide_binaries(results, pairs, labels=None, id_column=None, pair_columns=
     idc = find_id_column(results, id_column)
     ids = id_strings(results[idc])
     labels = [l for l in (labels or abundance_names()) if l in results.colnames]
-    rng = np.random.default_rng(rng)
+    seed = cv_seed(rng)  # the folds of each label are drawn from (seed, label)
+    rng = np.random.default_rng(seed)
     xall = feature_matrix(results, features, "teff")
     xa, xb = xall[ia], xall[ib]
     corrections, blocks = [], []
     for label in labels:
-        y = np.asarray(results[label], float)
+        y = measured_column(results, label)
         dy = y[ia] - y[ib]
         ok = np.isfinite(dy) & np.all(np.isfinite(xa), 1) & np.all(np.isfinite(xb), 1)
         if ok.sum() < min_pairs:
             continue
-        trend = Trend.new(features, order, False, np.vstack([xa[ok], xb[ok]]))
-        a = trend.matrix(xa) - trend.matrix(xb)
-        res = fit_linear(np.where(ok[:, None], a, np.nan), np.where(ok, dy, np.nan), robust="clip",
-                         n_boot=n_boot, rng=rng)
+        box = np.vstack([xa[ok], xb[ok]])
+        trends = [Trend.new(features, o, False, box) for o in (range(order + 1) if select == "cv" else [order])]
+        # a pair difference cancels the zero point: the design is the difference of the shapes
+        designs = [np.where(ok[:, None], t.matrix(xa) - t.matrix(xb), np.nan) for t in trends]
+        yd = np.where(ok, dy, np.nan)
+        cv_scores = None
+        if select == "cv":
+            pick, cv_scores = select_design(designs, yd, k=k, robust="clip", rng=(seed, label))
+            pick = 0 if pick is None else pick
+        elif select is None:
+            pick = 0
+        else:
+            raise ValueError(f"select must be 'cv' or None, got {select!r}")
+        trend, a = trends[pick], designs[pick]
+        res = fit_linear(a, yd, robust="clip", n_boot=n_boot, rng=rng)
         trend.coef, trend.cov = res.coef, res.cov
-        model = a @ res.coef
+        model = np.nan_to_num(a) @ res.coef
         after = dy - model
         stats = {"n_pairs": int(ok.sum()), "n_used": int(res.used.sum()), "n_pairs_missing": missing,
-                 "scatter_before": robust_std(dy[ok]), "scatter_after": robust_std(after[ok]),
+                 "order": trend.order, "scatter_before": robust_std(dy[ok]), "scatter_after": robust_std(after[ok]),
                  "internal_precision": robust_std(after[ok]) / np.sqrt(2), "n_boot": n_boot}
+        if cv_scores is not None:
+            stats.update(k_folds=k, cv_scores={f"order{t.order}": sc for t, sc in zip(trends, cv_scores)})
         corrections.append(Correction(label, "wide_binaries", trend, stats))
         ta, tb = ia[ok], ib[ok]
         teff, logg = float_column(results, "teff"), float_column(results, "logg")

@@ -13,7 +13,8 @@ diagnostics as column lists). Both carry ``format: phdlspec-calibration`` and
 Order of the methods
 --------------------
 :func:`build_calibration` fits wide binaries on the raw labels, then the cluster on the
-binary-corrected labels, then the reference catalog on the labels corrected by both, so
+binary-corrected labels (a cluster shape that widens the pairs' differences is vetoed),
+then the reference catalog on the labels corrected by both, so
 each later method only sees what the earlier left, and :meth:`Calibration.apply` applies
 them in that same order.
 """
@@ -244,7 +245,7 @@ def build_calibration(results, pairs=None, cluster_members=None, cluster_referen
         "reference": {...}}``
     inputs : ``{role: path}`` recorded with sha256 in the provenance
     """
-    from .binaries import fit_wide_binaries
+    from .binaries import fit_wide_binaries, pair_indices
     from .cluster import fit_cluster
     from .reference import fit_reference
     from ..paths import sha256_file
@@ -261,7 +262,13 @@ def build_calibration(results, pairs=None, cluster_members=None, cluster_referen
         current = _strip_calibration_columns(current, results)
     if cluster_members is not None:
         members = current[cluster_members]
-        corr, b = fit_cluster(members, cluster_reference, **options["cluster"])
+        copts = dict(options["cluster"])
+        if pairs is not None and "pair_check" not in copts:
+            # the cluster's shapes must not widen the (already corrected) pairs' differences
+            wb = options["wide_binaries"]
+            ia, ib, _ = pair_indices(current, pairs, wb.get("id_column"), wb.get("pair_columns"))
+            copts["pair_check"] = (current, ia, ib)
+        corr, b = fit_cluster(members, cluster_reference, **copts)
         cal.corrections += corr
         blocks += b
         current = _strip_calibration_columns(Calibration(corr).apply(current), results)

@@ -259,25 +259,52 @@ def fit_demo(truth, fluxes: dict, emulator, spec: DemoSpec = DemoSpec(), progres
 
 
 def _truth_scatter(results, truth, calibrated) -> dict:
-    from .models import robust_std
+    """Per label, over the stars where the fit measured it (not flagged ``at_bound``), the
+    robust scatter of (fit - truth) and the residual trend's amplitude, before and after the
+    calibration: {label: {scatter_before, scatter_after, trend_before, trend_after, n_measured}}.
+
+    The trend amplitude is the rms over the stars of a robust linear fit of (fit - truth)
+    against the TRUE Teff (per 1000 K) and log g: what a calibration should remove, and what
+    the scatter alone would hide under the fit noise. Labels are in their own unit (K, dex).
+    """
+    from .models import fit_linear, robust_std
+    from .tables import measured_column
 
     pos = {str(s): i for i, s in enumerate(truth["id"])}
     order = [pos[str(s)] for s in results["designation"]]
+    z = np.column_stack([np.ones(len(order)), (np.asarray(truth["teff"], float)[order] - 5500.0) / 1000.0,
+                         np.asarray(truth["logg"], float)[order] - 4.0])
+
+    def trend_rms(d):
+        ok = np.isfinite(d)
+        if ok.sum() < 10:
+            return float("nan")
+        res = fit_linear(np.where(ok[:, None], z, np.nan), d, robust="huber")
+        shape = z[ok, 1:] @ res.coef[1:]
+        return float(np.sqrt(np.mean((shape - shape.mean()) ** 2)))
+
     out = {}
     for name in L.label_names():
         if name in ("rv", "vbroad") or name not in results.colnames:
             continue
         t = np.asarray(truth[name], float)[order]
-        before = np.asarray(results[name], float) - t
-        after = np.asarray(calibrated[name], float) - t
-        out[name] = (robust_std(before[np.isfinite(before)]), robust_std(after[np.isfinite(after)]))
+        measured = np.isfinite(measured_column(results, name))
+        before = np.where(measured, np.asarray(results[name], float) - t, np.nan)
+        after = np.where(measured, np.asarray(calibrated[name], float) - t, np.nan)
+        out[name] = {"scatter_before": robust_std(before), "scatter_after": robust_std(after),
+                     "trend_before": trend_rms(before), "trend_after": trend_rms(after),
+                     "n_measured": int(measured.sum())}
     return out
 
 
 def run_demo(out, spec: DemoSpec = DemoSpec(), workers: int = 1, emulator=None, synthesizer=None,
-             data_dir=None, progress: bool = True, bootstrap: int = 200, fit_kwargs: dict | None = None) -> dict:
+             data_dir=None, progress: bool = True, bootstrap: int = 200, fit_kwargs: dict | None = None,
+             reuse_fits: bool = False) -> dict:
     """The whole demonstration into ``out`` (see the module doc); returns
-    {'truth_scatter': {label: (before, after)}, 'summary': Table, 'n_stars': int, 'paths': {...}}."""
+    {'truth_scatter': {label: {scatter_before, scatter_after, trend_before, trend_after, n_measured}}, 'summary': Table, 'n_stars': int, 'paths': {...}}.
+
+    ``reuse_fits``: calibrate the fits already in ``out/results.ecsv`` instead of fitting again
+    (after a change to the calibration methods); refused when they are not of these stars."""
     from astropy.table import Table
 
     from ..emulator import load_emulator
@@ -291,11 +318,20 @@ def run_demo(out, spec: DemoSpec = DemoSpec(), workers: int = 1, emulator=None, 
     out.mkdir(parents=True, exist_ok=True)
     truth, pairs = demo_stars(spec, data_dir)
     paths = {"truth": write_table(truth, out / "truth.ecsv"), "pairs": write_table(pairs, out / "pairs.ecsv")}
-    fluxes = synthesize_demo(out, truth, spec, workers=workers, synthesizer=synthesizer, progress=progress)
-    emu = emulator if emulator is not None else load_emulator(device="cpu")
-    rows = fit_demo(truth, fluxes, emu, spec, progress=progress, **(fit_kwargs or {}))
-    paths["results"] = write_results(rows, out / "results.ecsv")
-    results = read_table(paths["results"])
+    if reuse_fits:
+        paths["results"] = out / "results.ecsv"
+        if not paths["results"].is_file():
+            raise FileNotFoundError(f"{paths['results']}: no fits to reuse; run without reuse_fits first")
+        results = read_table(paths["results"])
+        if sorted(map(str, results["designation"])) != sorted(map(str, truth["id"])):
+            raise ValueError(f"{paths['results']}: its stars are not this demonstration's "
+                             f"({len(results)} rows for {len(truth)} stars); fit again without reuse_fits")
+    else:
+        fluxes = synthesize_demo(out, truth, spec, workers=workers, synthesizer=synthesizer, progress=progress)
+        emu = emulator if emulator is not None else load_emulator(device="cpu")
+        rows = fit_demo(truth, fluxes, emu, spec, progress=progress, **(fit_kwargs or {}))
+        paths["results"] = write_results(rows, out / "results.ecsv")
+        results = read_table(paths["results"])
     members = np.asarray(results["kind"]) == "m67"
     reference = occam_cluster_means(data_dir=data_dir)
     cal = build_calibration(results, pairs=pairs, cluster_members=members, cluster_reference=reference,
@@ -306,12 +342,14 @@ def run_demo(out, spec: DemoSpec = DemoSpec(), workers: int = 1, emulator=None, 
     calibrated = cal.apply(results)
     scatter = _truth_scatter(results, truth, calibrated)
     summary = cal.summary()
-    summary["scatter_vs_truth_before"] = [scatter.get(n, (np.nan, np.nan))[0] for n in summary["label"]]
-    summary["scatter_vs_truth_after"] = [scatter.get(n, (np.nan, np.nan))[1] for n in summary["label"]]
+    nan = {"scatter_before": np.nan, "scatter_after": np.nan}
+    summary["scatter_vs_truth_before"] = [scatter.get(n, nan)["scatter_before"] for n in summary["label"]]
+    summary["scatter_vs_truth_after"] = [scatter.get(n, nan)["scatter_after"] for n in summary["label"]]
     summary.meta["note"] = SIMULATED_NOTE
     paths["summary"] = write_table(summary, out / "summary.ecsv")
-    truth_table = Table({"label": list(scatter), "scatter_vs_truth_before": [v[0] for v in scatter.values()],
-                         "scatter_vs_truth_after": [v[1] for v in scatter.values()]})
+    truth_table = Table({"label": list(scatter), "n_measured": [v["n_measured"] for v in scatter.values()],
+                         **{f"{k}_vs_truth": [v[k] for v in scatter.values()]
+                            for k in ("scatter_before", "scatter_after", "trend_before", "trend_after")}})
     truth_table.meta["note"] = SIMULATED_NOTE
     paths["truth_scatter"] = write_table(truth_table, out / "truth_scatter.ecsv")
     paths["plots"] = D.write_plots(cal.diagnostics, out / "plots", note="SIMULATED stars")

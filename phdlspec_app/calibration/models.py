@@ -11,11 +11,13 @@ differences cancel the zero point).
 from __future__ import annotations
 
 import itertools
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Trend", "FitResult", "design", "fit_linear", "robust_std", "FEATURE_SCALE", "kfold_residuals", "choose_simplest"]
+__all__ = ["Trend", "FitResult", "design", "fit_linear", "robust_std", "FEATURE_SCALE", "kfold_residuals", "choose_simplest",
+           "select_design", "cv_seed"]
 
 #: Standardization unit of each feature: coefficients are per 1000 K or per dex.
 FEATURE_SCALE = {"teff": 1000.0, "logg": 1.0, "fe_h": 1.0, "self": 1.0}
@@ -109,8 +111,15 @@ class Trend:
             names.append("*".join(f"{f}^{e}" if e > 1 else f for f, e in zip(self.features, exps) if e))
         return names
 
+    def _rows(self, x) -> np.ndarray:
+        """x as (N, n_features); a 1-D x is N values of a one-feature trend, else one point."""
+        x = np.asarray(x, float)
+        if x.ndim == 1:
+            x = x[:, None] if len(self.features) == 1 else x[None, :]
+        return x.reshape(len(x), len(self.features))
+
     def z(self, x) -> np.ndarray:
-        x = np.asarray(x, float).reshape(-1, len(self.features))
+        x = self._rows(x)
         return (x - self.center) / self.scale
 
     def matrix(self, x) -> np.ndarray:
@@ -126,7 +135,7 @@ class Trend:
 
     def outside(self, x) -> np.ndarray:
         """Boolean (N,): True where any feature is outside the fitted domain."""
-        x = np.asarray(x, float).reshape(-1, len(self.features))
+        x = self._rows(x)
         out = np.zeros(len(x), bool)
         for j, f in enumerate(self.features):
             lo, hi = self.domain.get(f, [-np.inf, np.inf])
@@ -135,7 +144,7 @@ class Trend:
 
     def clip(self, x) -> np.ndarray:
         """Feature values moved to the nearest edge of the domain (no extrapolation)."""
-        x = np.array(x, float).reshape(-1, len(self.features))
+        x = self._rows(x).copy()
         for j, f in enumerate(self.features):
             lo, hi = self.domain.get(f, [-np.inf, np.inf])
             x[:, j] = np.clip(x[:, j], lo, hi)
@@ -202,6 +211,9 @@ def fit_linear(a: np.ndarray, y: np.ndarray, robust: str = "huber", clip_sigma: 
     y = np.asarray(y, float)
     ok = np.isfinite(y) & np.all(np.isfinite(a), axis=1)
     p = a.shape[1]
+    if p == 0:
+        # the "no correction" model: nothing to fit, the residuals are the data
+        return FitResult(np.zeros(0), np.zeros((0, 0)), ok, robust_std(y[ok]), n_boot)
     if ok.sum() <= p:
         raise ValueError(f"{ok.sum()} usable points for {p} coefficients")
     used = ok.copy()
@@ -254,6 +266,10 @@ def kfold_residuals(a: np.ndarray, y: np.ndarray, k: int = 5, robust: str = "hub
     rng = np.random.default_rng(rng)
     ok = np.flatnonzero(np.isfinite(y) & np.all(np.isfinite(a), axis=1))
     out = np.full(len(y), np.nan)
+    if a.shape[1] == 0:
+        rng.permutation(ok)  # same random stream as the models with coefficients
+        out[ok] = y[ok]
+        return out
     for f in np.array_split(rng.permutation(ok), k):
         train = np.setdiff1d(ok, f)
         if train.size <= a.shape[1] or f.size == 0:
@@ -265,22 +281,62 @@ def kfold_residuals(a: np.ndarray, y: np.ndarray, k: int = 5, robust: str = "hub
 
 def choose_simplest(residuals: list[np.ndarray], clip_sigma: float = 5.0) -> tuple[int, list[float]]:
     """Index of the simplest adequate model, given the held-out residuals of candidate models
-    listed from simplest to most complex (same folds).
+    listed from simplest to most complex (same folds); each entry is (N,) or, for repeated
+    cross-validation, (R, N) with the same R fold assignments for every model.
 
     One-standard-error rule on paired absolute residuals: a model is adequate when its mean
     |residual| exceeds the best model's by less than one standard error of the paired
-    difference (points beyond ``clip_sigma`` robust sigma in either model are left out, so one
-    outlier cannot decide). Returns the index and each model's robust CV scatter.
+    difference. Repeats are averaged per point first (the points, not the repeats, are the
+    independent samples). Points beyond ``clip_sigma`` robust sigma in either model are left
+    out, so one outlier cannot decide. Returns the index and each model's robust CV scatter.
     """
-    scores = [robust_std(r) for r in residuals]
+    residuals = [np.atleast_2d(r) for r in residuals]
+    scores = [robust_std(r.ravel()) for r in residuals]
     best = int(np.nanargmin(scores))
     rb = residuals[best]
     for i, r in enumerate(residuals):
-        keep = np.isfinite(r) & np.isfinite(rb)
-        keep &= (np.abs(r) < clip_sigma * scores[i]) & (np.abs(rb) < clip_sigma * scores[best])
-        d = np.abs(r[keep]) - np.abs(rb[keep])
+        keep = np.all(np.isfinite(r) & np.isfinite(rb), axis=0)
+        keep &= np.all(np.abs(r) < clip_sigma * scores[i], axis=0) & np.all(np.abs(rb) < clip_sigma * scores[best], axis=0)
+        d = np.abs(r[:, keep]).mean(axis=0) - np.abs(rb[:, keep]).mean(axis=0)
         if d.size < 3:
             continue
         if d.mean() <= d.std(ddof=1) / np.sqrt(d.size):
             return i, scores
     return best, scores
+
+
+def cv_seed(rng) -> int:
+    """An integer seed for cross-validation folds: ``rng`` itself when an int; a seed drawn
+    from it when a Generator (or fresh entropy when None); for ``(rng, key)`` a seed mixed from
+    both, so each label gets its own folds whatever the other labels are."""
+    if isinstance(rng, tuple):
+        base, key = rng
+        return int(np.random.SeedSequence([cv_seed(base), zlib.crc32(str(key).encode())]).generate_state(1)[0])
+    if isinstance(rng, (int, np.integer)):
+        return int(rng)
+    return int(np.random.default_rng(rng).integers(2**63))
+
+
+def select_design(designs: list[np.ndarray], y: np.ndarray, k: int = 5, robust: str = "huber",
+                  rng=0, repeats: int = 5) -> tuple[int | None, list[float]]:
+    """Cross-validated choice among candidate design matrices listed simplest first (a matrix
+    with no columns is the "no correction" model): the index chosen by :func:`choose_simplest`
+    on held-out residuals of ``repeats`` repeated k-fold splits (the same splits for every
+    candidate), and each candidate's CV scatter (NaN where a candidate has too few points for
+    its folds). ``(None, scores)`` when no candidate could be scored. ``rng``: see :func:`cv_seed`.
+
+    This is the significance gate of every method: a trend term is kept only when it
+    predicts held-out stars better, so noise-level trends are not applied to new stars.
+    Repeating the split keeps the verdict from hanging on one random fold assignment.
+    """
+    seed = cv_seed(rng)
+    res = [np.array([kfold_residuals(a, y, k=k, robust=robust, rng=seed + r) for r in range(repeats)])
+           for a in designs]
+    usable = [i for i, r in enumerate(res) if np.isfinite(r).any()]
+    scores = [float("nan")] * len(designs)
+    if not usable:
+        return None, scores
+    pick, sub = choose_simplest([res[i] for i in usable])
+    for i, sc in zip(usable, sub):
+        scores[i] = sc
+    return usable[pick], scores

@@ -12,7 +12,7 @@ REFERENCE value, because our value carries our noise and would bias k toward a s
 positive scale (regression dilution); the correction inverts the model exactly. A
 label is never its own trend variable (for ``fe_h`` the scale term plays that role).
 Fits are Huber-robust with 4-sigma clipping; the degree and whether a scale term is used
-are chosen by k-fold cross-validation: the simplest model whose held-out absolute
+are chosen by repeated k-fold cross-validation: the simplest model whose held-out absolute
 residuals are within one standard error (paired) of the best model's.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 
 from . import diagnostics as D
 from .correction import Correction, feature_matrix
-from .models import Trend, choose_simplest, fit_linear, kfold_residuals, robust_std
-from .tables import find_id_column, float_column, id_strings
+from .models import Trend, fit_linear, robust_std, select_design
+from .tables import find_id_column, float_column, id_strings, measured_column
 
 __all__ = ["fit_reference"]
 
@@ -56,7 +56,7 @@ def fit_reference(matched, labels=None, features=("teff", "logg", "fe_h"), max_o
     corrections, blocks = [], []
     for label in labels:
         feats = tuple(f for f in features if f != label and f in matched.colnames)
-        y = np.asarray(matched[label], float)
+        y = measured_column(matched, label)
         yref = np.asarray(matched[label + suffix], float)
         x = feature_matrix(matched, feats, label)
         ok = np.isfinite(y) & np.isfinite(yref) & np.all(np.isfinite(x), 1)
@@ -72,13 +72,14 @@ def fit_reference(matched, labels=None, features=("teff", "logg", "fe_h"), max_o
                 a = trend.matrix(xf)
                 if ok.sum() <= 2 * a.shape[1]:
                     continue
-                r = kfold_residuals(np.where(ok[:, None], a, np.nan), np.where(ok, d, np.nan), k=k, rng=rng)
-                candidates.append((a.shape[1], order, use_scale, trend, a, r))
-        candidates = [c for c in sorted(candidates, key=lambda c: (c[0], c[2])) if np.isfinite(c[5]).any()]
-        if not candidates:
+                candidates.append((a.shape[1], order, use_scale, trend, a))
+        candidates = sorted(candidates, key=lambda c: (c[0], c[2]))
+        pick, scores = select_design([np.where(ok[:, None], c[4], np.nan) for c in candidates],
+                                     np.where(ok, d, np.nan), k=k, rng=(rng, label))
+        if pick is None:
             continue
-        pick, scores = choose_simplest([c[5] for c in candidates])
-        _, order, use_scale, trend, a, _ = candidates[pick]
+        scored = [(c, sc) for c, sc in zip(candidates, scores) if np.isfinite(sc)]
+        _, order, use_scale, trend, a = candidates[pick]
         score = scores[pick]
         res = fit_linear(np.where(ok[:, None], a, np.nan), np.where(ok, d, np.nan), robust="huber")
         trend.coef, trend.cov = res.coef, res.cov
@@ -88,7 +89,7 @@ def fit_reference(matched, labels=None, features=("teff", "logg", "fe_h"), max_o
         after = corrected - yref
         corr.stats = {
             "n_stars": int(ok.sum()), "n_used": int(res.used.sum()), "order": order, "scale_term": use_scale,
-            "cv_scatter": score, "cv_scores": {f"order{c[1]}{'+scale' if c[2] else ''}": sc for c, sc in zip(candidates, scores)},
+            "cv_scatter": score, "cv_scores": {f"order{c[1]}{'+scale' if c[2] else ''}": sc for c, sc in scored},
             "zero_point": float(np.median(d[ok])), "scatter_before": robust_std(d[ok]),
             "scatter_after": robust_std(after[ok]), "k_folds": k}
         corrections.append(corr)

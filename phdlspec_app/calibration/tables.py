@@ -362,6 +362,20 @@ def float_column(table, name: str) -> np.ndarray:
     return np.asarray(table[name], float)
 
 
+def measured_column(table, name: str) -> np.ndarray:
+    """A label's column as floats, NaN where the fit says it is not a measurement: the row's
+    ``flags`` (``;``-separated, as ``phdlspec fit`` writes them) hold ``at_bound:<name>``
+    (the optimum sat on the search box's edge: the value is the bound, not the star's).
+    ``unconstrained`` labels are NaN in the results already. A calibration fitted to bound
+    values would learn the box, not the method."""
+    y = float_column(table, name)
+    if "flags" in table.colnames:
+        tag = f"at_bound:{name}"
+        bound = np.array([tag in str(f).split(";") for f in table["flags"]], bool)
+        y = np.where(bound, np.nan, y)
+    return y
+
+
 def abundance_names() -> list[str]:
     """``fe_h`` and the ``x_fe`` labels."""
     return [lab.name for lab in abundance_labels()]
