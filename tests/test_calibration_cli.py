@@ -142,3 +142,31 @@ def test_real_m67_demo_galah_iron_anchored_to_apogee(shared_dir, tmp_path, capsy
     assert (c.method, c.label, c.stats["n_members"]) == ("cluster", "fe_h", len(members))
     out = cal.apply(members)
     assert np.median(out["fe_h"]) == pytest.approx(0.07, abs=0.02)
+
+
+def test_cli_reference_from_the_shared_gaia_benchmarks(shared_dir, tmp_path, monkeypatch, capsys):
+    """`--reference gaia:v3` loads the Gaia FGK benchmark stars and matches by position; our
+    labels made from theirs with known offsets get those offsets back as zero points."""
+    monkeypatch.setenv("PHDLSPEC_DATA", str(shared_dir))
+    gbs = C.gaia_benchmark_stars("v3", data_dir=shared_dir)
+    ok = np.isfinite(np.asarray(gbs["teff"], float)) & np.isfinite(np.asarray(gbs["logg"], float)) \
+        & np.isfinite(np.asarray(gbs["fe_h"], float))
+    gbs = gbs[ok]
+    rng = np.random.default_rng(5)
+    n = len(gbs)
+    ours = Table(dict(designation=[f"star{i}" for i in range(n)],
+                      ra=np.asarray(gbs["ra"], float) + 0.5 / 3600, dec=np.asarray(gbs["dec"], float),
+                      teff=np.asarray(gbs["teff"], float) + 80 + rng.normal(0, 40, n),
+                      logg=np.asarray(gbs["logg"], float) - 0.2 + rng.normal(0, 0.05, n),
+                      fe_h=np.asarray(gbs["fe_h"], float) + 0.1 + rng.normal(0, 0.03, n)))
+    ours.write(tmp_path / "ours.ecsv")
+    assert main(["calibrate", str(tmp_path / "ours.ecsv"), "--reference", "gaia:v3",
+                 "--max-order", "0", "-o", str(tmp_path / "cal.ecsv")]) == 0
+    cal = Calibration.load(tmp_path / "cal.ecsv")
+    zp = {c.label: (c.trend.coef[0], np.sqrt(c.trend.cov[0, 0])) for c in cal.corrections}
+    assert abs(zp["teff"][0] - 80) < 3 * zp["teff"][1] + 5, zp
+    assert abs(zp["logg"][0] + 0.2) < 3 * zp["logg"][1] + 0.01, zp
+    assert abs(zp["fe_h"][0] - 0.1) < 3 * zp["fe_h"][1] + 0.005, zp
+    assert main(["calibrate", str(tmp_path / "ours.ecsv"), "--reference", "gaia:v9",
+                 "-o", str(tmp_path / "x.ecsv")]) == 2
+    assert "not one of the shared catalogs" in capsys.readouterr().err

@@ -53,7 +53,10 @@ def add_parsers(sub) -> None:
     g.add_argument("--cluster-ref", metavar="NAME|FILE",
                    help="the cluster's reference abundances: an OCCAM cluster name (M67, NGC_2682) or a "
                         "one-row table of label columns with <label>_err")
-    g.add_argument("--reference", metavar="FILE", help="high-resolution reference catalog")
+    g.add_argument("--reference", metavar="FILE|gaia:v3|gaia:v2.1|galah:m67",
+                   help="high-resolution reference catalog: a table, or one in the shared catalogs "
+                        "(gaia:v3, gaia:v2.1: the Gaia FGK benchmark stars; galah:m67: GALAH DR3 in the "
+                        "M67 field), matched by position (--match-radius, default 2 arcsec)")
     g.add_argument("--ref-columns", metavar="COL=LABEL,...", help="column mapping of the reference catalog")
     g.add_argument("--match-on", metavar="COLUMN", help="identifier column to match on (default: detected)")
     g.add_argument("--match-radius", type=float, metavar="ARCSEC", help="match by sky position within ARCSEC")
@@ -181,6 +184,29 @@ def _members_mask(results, args):
     return mask
 
 
+def _reference(args):
+    """The reference catalog: a file, or a shared catalog by name (then matched by position)."""
+    from pathlib import Path
+
+    from . import catalogs as C
+    from .tables import CalibrationInputError, read_table
+
+    spec = args.reference
+    kind, _, which = spec.partition(":")
+    builtin = {("gaia", "v3"): lambda: C.gaia_benchmark_stars("v3"),
+               ("gaia", "v2.1"): lambda: C.gaia_benchmark_stars("v2.1"),
+               ("galah", "m67"): C.galah_m67_field}
+    key = (kind.lower(), which.lower())
+    if which and not Path(spec).is_file():
+        if key not in builtin:
+            raise CalibrationInputError(f"--reference {spec}: not a file, and not one of the shared catalogs "
+                                        "gaia:v3, gaia:v2.1, galah:m67")
+        if args.match_on is None and args.match_radius is None:
+            args.match_radius = 2.0
+        return builtin[key]()
+    return read_table(spec, mapping=_mapping(args.ref_columns))
+
+
 def _cluster_reference(spec):
     from pathlib import Path
 
@@ -212,7 +238,7 @@ def _fit(args) -> int:
     pairs = read_table(args.pairs) if args.pairs else None
     members = _members_mask(results, args) if args.cluster else None
     cref = _cluster_reference(args.cluster_ref)
-    ref = read_table(args.reference, mapping=_mapping(args.ref_columns)) if args.reference else None
+    ref = _reference(args) if args.reference else None
     matcher = None
     if ref is not None:
         def matcher(current):
