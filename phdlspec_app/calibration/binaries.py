@@ -104,6 +104,8 @@ def fit_wide_binaries(results, pairs, labels=None, id_column=None, pair_columns=
     idc = find_id_column(results, id_column)
     ids = id_strings(results[idc])
     labels = [l for l in (labels or abundance_names()) if l in results.colnames]
+    if select not in ("cv", None):
+        raise ValueError(f"select must be 'cv' or None, got {select!r}")
     seed = cv_seed(rng)  # the folds of each label are drawn from (seed, label)
     rng = np.random.default_rng(seed)
     xall = feature_matrix(results, features, "teff")
@@ -121,13 +123,10 @@ def fit_wide_binaries(results, pairs, labels=None, id_column=None, pair_columns=
         designs = [np.where(ok[:, None], t.matrix(xa) - t.matrix(xb), np.nan) for t in trends]
         yd = np.where(ok, dy, np.nan)
         cv_scores = None
+        pick = 0
         if select == "cv":
+            # the zero-column design always scores, so a pick is always made
             pick, cv_scores = select_design(designs, yd, k=k, robust="clip", rng=(seed, label))
-            pick = 0 if pick is None else pick
-        elif select is None:
-            pick = 0
-        else:
-            raise ValueError(f"select must be 'cv' or None, got {select!r}")
         trend, a = trends[pick], designs[pick]
         res = fit_linear(a, yd, robust="clip", n_boot=n_boot, rng=rng)
         trend.coef, trend.cov = res.coef, res.cov

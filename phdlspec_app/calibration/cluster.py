@@ -25,7 +25,7 @@ import numpy as np
 
 from . import diagnostics as D
 from .correction import Correction, feature_matrix
-from .models import Trend, fit_linear, robust_std, select_design
+from .models import Trend, cv_seed, fit_linear, robust_std, select_design
 from .tables import abundance_names, find_id_column, float_column, id_strings, measured_column
 
 __all__ = ["fit_cluster"]
@@ -63,7 +63,10 @@ def fit_cluster(members, reference: dict | None = None, labels=None, features=("
         ids = id_strings(members[find_id_column(members, id_column)])
     except ValueError:
         ids = np.arange(len(members)).astype(str)
+    if select not in ("cv", None):
+        raise ValueError(f"select must be 'cv' or None, got {select!r}")
     x = feature_matrix(members, features, "teff")
+    seed = cv_seed(rng)  # the folds of each label are drawn from (seed, label)
     corrections, blocks = [], []
     for label in labels:
         y = measured_column(members, label)
@@ -71,15 +74,15 @@ def fit_cluster(members, reference: dict | None = None, labels=None, features=("
         if ok.sum() < max(min_members, len(features) * order + 2):
             continue
         pairs = _pair_deltas(pair_check, features, label)
-        trend, a, cv_scores, vetoed = _choose_trend(features, order, x, y, ok, select, k, (rng, label), pairs)
+        trend, a, cv_scores, vetoed = _choose_trend(features, order, x, y, ok, select, k, (seed, label), pairs)
         res = fit_linear(np.where(ok[:, None], a, np.nan), np.where(ok, y, np.nan), robust="huber")
         c0, var0 = float(res.coef[0]), float(res.cov[0, 0])
         shape = a[:, 1:] @ res.coef[1:]
         stats = {"n_members": int(ok.sum()), "n_used": int(res.used.sum()), "cluster": name,
-                 "terms": trend.term_names, "cluster_mean_fitted": c0, "cluster_mean_fitted_err": np.sqrt(var0)}
+                 "cluster_mean_fitted": c0, "cluster_mean_fitted_err": np.sqrt(var0)}
         if cv_scores is not None:
             stats.update(k_folds=k, cv_scores=cv_scores)
-        if pairs is not None:
+        if pairs is not None and select == "cv":
             stats.update(pair_vetoed=vetoed, n_pairs_checked=int(len(pairs[2])))
         if label in reference and np.isfinite(reference[label][0]):
             m, e = reference[label]
@@ -95,6 +98,7 @@ def fit_cluster(members, reference: dict | None = None, labels=None, features=("
             trend.intercept = False
             trend.coef, trend.cov = res.coef[1:].copy(), res.cov[1:, 1:].copy()
             truth = c0
+        stats["terms"] = trend.term_names
         before = y - truth
         model = (a @ trend.coef) if trend.intercept else shape
         after = before - model
@@ -135,7 +139,7 @@ def _widens_pairs(trend, xs_cols, a, y, ok, pairs) -> bool:
 
 
 def _choose_trend(features, order, x, y, ok, select, k, rng, pairs=None):
-    """(trend, design matrix over all rows, {candidate: CV scatter} or None, [vetoed candidate
+    """(trend, design matrix over all rows, {candidate: robust CV error} or None, [vetoed candidate
     names]): the cluster's trend terms, chosen by cross-validation when ``select == "cv"``
     among the candidates the pairs do not veto."""
     if select is None:

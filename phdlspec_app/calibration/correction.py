@@ -66,7 +66,9 @@ class Correction:
         y = np.asarray(table[self.label], float)
         k, c, j = self._self_k()
         x = feature_matrix(table, t.features, self.label, self_values=y)
-        out = t.outside(x)
+        # a trend with no feature terms (a zero point, or no correction at all) is the same
+        # everywhere: nothing is extrapolated, so nothing is outside its domain
+        out = t.outside(x) if t.terms else np.zeros(len(y), bool)
         xc = t.clip(x)
         if j is None:
             a = t.matrix(xc)

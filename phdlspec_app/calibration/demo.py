@@ -297,6 +297,35 @@ def _truth_scatter(results, truth, calibrated) -> dict:
     return out
 
 
+def _check_reusable(out: Path, truth, spec: DemoSpec) -> None:
+    """Refuse to calibrate fits made for another demonstration: the stars, their true labels
+    (the truth.ecsv written with the fits) and the S/N must be this one's. Star ids alone do
+    not depend on the seed or the pair count."""
+    from .tables import read_table
+
+    res_path, old_path = out / "results.ecsv", out / "truth.ecsv"
+    if not res_path.is_file() or not old_path.is_file():
+        raise FileNotFoundError(f"{res_path}: no fits (and truth.ecsv) to reuse; run without reuse_fits first")
+    results, old = read_table(res_path), read_table(old_path)
+    why = None
+    if sorted(map(str, results["designation"])) != sorted(map(str, truth["id"])):
+        why = f"{len(results)} rows for {len(truth)} stars, or other stars"
+    elif list(map(str, old["id"])) != list(map(str, truth["id"])):
+        why = "truth.ecsv lists other stars"
+    else:
+        for name in L.label_names():
+            if name in old.colnames and not np.allclose(np.asarray(old[name], float), np.asarray(truth[name], float),
+                                                        rtol=0, atol=1e-6, equal_nan=True):
+                why = f"the true {name} differ from truth.ecsv (another seed or catalog?)"
+                break
+    if why is None and "snr" in results.colnames:
+        snr = float(np.nanmedian(np.asarray(results["snr"], float)))
+        if not 0.7 * spec.snr < snr < 1.3 * spec.snr:
+            why = f"the fits' median S/N is {snr:.0f}, this demonstration's {spec.snr:g}"
+    if why:
+        raise ValueError(f"{res_path}: not this demonstration's fits ({why}); fit again without reuse_fits")
+
+
 def run_demo(out, spec: DemoSpec = DemoSpec(), workers: int = 1, emulator=None, synthesizer=None,
              data_dir=None, progress: bool = True, bootstrap: int = 200, fit_kwargs: dict | None = None,
              reuse_fits: bool = False) -> dict:
@@ -317,15 +346,12 @@ def run_demo(out, spec: DemoSpec = DemoSpec(), workers: int = 1, emulator=None, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     truth, pairs = demo_stars(spec, data_dir)
+    if reuse_fits:
+        _check_reusable(out, truth, spec)
     paths = {"truth": write_table(truth, out / "truth.ecsv"), "pairs": write_table(pairs, out / "pairs.ecsv")}
     if reuse_fits:
         paths["results"] = out / "results.ecsv"
-        if not paths["results"].is_file():
-            raise FileNotFoundError(f"{paths['results']}: no fits to reuse; run without reuse_fits first")
         results = read_table(paths["results"])
-        if sorted(map(str, results["designation"])) != sorted(map(str, truth["id"])):
-            raise ValueError(f"{paths['results']}: its stars are not this demonstration's "
-                             f"({len(results)} rows for {len(truth)} stars); fit again without reuse_fits")
     else:
         fluxes = synthesize_demo(out, truth, spec, workers=workers, synthesizer=synthesizer, progress=progress)
         emu = emulator if emulator is not None else load_emulator(device="cpu")

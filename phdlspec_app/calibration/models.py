@@ -113,7 +113,7 @@ class Trend:
 
     def _rows(self, x) -> np.ndarray:
         """x as (N, n_features); a 1-D x is N values of a one-feature trend, else one point."""
-        x = np.asarray(x, float)
+        x = np.atleast_1d(np.asarray(x, float))
         if x.ndim == 1:
             x = x[:, None] if len(self.features) == 1 else x[None, :]
         return x.reshape(len(x), len(self.features))
@@ -267,7 +267,6 @@ def kfold_residuals(a: np.ndarray, y: np.ndarray, k: int = 5, robust: str = "hub
     ok = np.flatnonzero(np.isfinite(y) & np.all(np.isfinite(a), axis=1))
     out = np.full(len(y), np.nan)
     if a.shape[1] == 0:
-        rng.permutation(ok)  # same random stream as the models with coefficients
         out[ok] = y[ok]
         return out
     for f in np.array_split(rng.permutation(ok), k):
@@ -288,10 +287,12 @@ def choose_simplest(residuals: list[np.ndarray], clip_sigma: float = 5.0) -> tup
     |residual| exceeds the best model's by less than one standard error of the paired
     difference. Repeats are averaged per point first (the points, not the repeats, are the
     independent samples). Points beyond ``clip_sigma`` robust sigma in either model are left
-    out, so one outlier cannot decide. Returns the index and each model's robust CV scatter.
+    out, so one outlier cannot decide. Returns the index and each model's robust CV error,
+    1.4826 median |residual| about ZERO: a model without a constant term (the wide binaries')
+    must be charged for the offset it leaves, which a scatter about the median would forgive.
     """
     residuals = [np.atleast_2d(r) for r in residuals]
-    scores = [robust_std(r.ravel()) for r in residuals]
+    scores = [_robust_rms0(r) for r in residuals]
     best = int(np.nanargmin(scores))
     rb = residuals[best]
     for i, r in enumerate(residuals):
@@ -303,6 +304,13 @@ def choose_simplest(residuals: list[np.ndarray], clip_sigma: float = 5.0) -> tup
         if d.mean() <= d.std(ddof=1) / np.sqrt(d.size):
             return i, scores
     return best, scores
+
+
+def _robust_rms0(r: np.ndarray) -> float:
+    """1.4826 median |r| over the finite values (NaN when none): a robust rms about zero."""
+    r = np.abs(np.asarray(r, float).ravel())
+    r = r[np.isfinite(r)]
+    return float(1.4826 * np.median(r)) if r.size else float("nan")
 
 
 def cv_seed(rng) -> int:
@@ -322,7 +330,7 @@ def select_design(designs: list[np.ndarray], y: np.ndarray, k: int = 5, robust: 
     """Cross-validated choice among candidate design matrices listed simplest first (a matrix
     with no columns is the "no correction" model): the index chosen by :func:`choose_simplest`
     on held-out residuals of ``repeats`` repeated k-fold splits (the same splits for every
-    candidate), and each candidate's CV scatter (NaN where a candidate has too few points for
+    candidate), and each candidate's robust CV error about zero (NaN where a candidate has too few points for
     its folds). ``(None, scores)`` when no candidate could be scored. ``rng``: see :func:`cv_seed`.
 
     This is the significance gate of every method: a trend term is kept only when it

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import diagnostics as D
 from .correction import Correction, feature_matrix
-from .models import Trend, fit_linear, robust_std, select_design
+from .models import Trend, cv_seed, fit_linear, robust_std, select_design
 from .tables import find_id_column, float_column, id_strings, measured_column
 
 __all__ = ["fit_reference"]
@@ -54,6 +54,7 @@ def fit_reference(matched, labels=None, features=("teff", "logg", "fe_h"), max_o
     except ValueError:
         ids = np.arange(len(matched)).astype(str)
     corrections, blocks = [], []
+    seed = cv_seed(rng)  # the folds of each label are drawn from (seed, label)
     for label in labels:
         feats = tuple(f for f in features if f != label and f in matched.colnames)
         y = measured_column(matched, label)
@@ -75,7 +76,7 @@ def fit_reference(matched, labels=None, features=("teff", "logg", "fe_h"), max_o
                 candidates.append((a.shape[1], order, use_scale, trend, a))
         candidates = sorted(candidates, key=lambda c: (c[0], c[2]))
         pick, scores = select_design([np.where(ok[:, None], c[4], np.nan) for c in candidates],
-                                     np.where(ok, d, np.nan), k=k, rng=(rng, label))
+                                     np.where(ok, d, np.nan), k=k, rng=(seed, label))
         if pick is None:
             continue
         scored = [(c, sc) for c, sc in zip(candidates, scores) if np.isfinite(sc)]
