@@ -8,6 +8,11 @@ normalized flux). They are fitted with ``fit_spectrum`` (CMA-ES + polish, or
 ``--method both``).
 
     .venv/bin/python benchmarks/bench_injection.py --grid assets/grid [--model PATH] [--n 200] [--snr 20 50 100]
+        [--cmaes-evals 3000] [--scope all|atmosphere] [--rows rows.csv] [--model-error loo|none]
+
+``--model-error loo`` (default): the likelihood adds the emulator's error spectrum, each
+star's measured on the OTHER held-out spectra (leave one out), so a star's own residual
+never sets its weights; ``none``: the emulator is trusted exactly (as before 2026-12-03).
 
 Reports, per S/N and label: bias (median of fit − truth), scatter (robust: 1.4826 × MAD
 and plain std), and the calibration of the errors: std of (fit − truth)/error; the count
@@ -34,6 +39,10 @@ def main(argv=None) -> int:
     ap.add_argument("--method", default="cmaes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--cmaes-evals", type=int, default=3000, help="CMA-ES budget per fit (fit_spectrum's default 3000)")
+    ap.add_argument("--scope", default="all", choices=["all", "atmosphere"], help="fit_spectrum's cmaes_scope")
+    ap.add_argument("--model-error", choices=["loo", "none"], default="loo")
+    ap.add_argument("--rows", help="write every fit (truth, fit, error, flags, time) to this CSV as it goes")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from phdlspec_app import labels as L
@@ -54,7 +63,12 @@ def main(argv=None) -> int:
     clean = broaden_and_shift(torch.as_tensor(held.flux[:n], dtype=torch.float64),
                               torch.as_tensor(truth[:, names.index("vbroad")]),
                               torch.as_tensor(truth[:, names.index("rv")])).numpy()
-    out = {"grid": args.grid, "model": str(args.model or "default"), "n": n, "method": args.method, "by_snr": {}}
+    sigma = None
+    if args.model_error == "loo":
+        from phdlspec_app.emulator.model_error import leave_one_out, residuals
+
+        sigma = leave_one_out(residuals(emu, held.labels, held.flux))
+    out = {"grid": args.grid, "model_error": args.model_error, "model": str(args.model or "default"), "n": n, "method": args.method, "by_snr": {}}
     for snr in args.snr:
         fits, errs, times = [], [], []
         for i in range(n):
@@ -62,10 +76,13 @@ def main(argv=None) -> int:
             spec = Spectrum(held.wavelength, flux, np.full(flux.size, snr ** 2), np.zeros(flux.size, bool),
                             meta={"source": f"heldout[{i}] S/N {snr:g}"})
             t0 = time.perf_counter()
-            r = fit_spectrum(spec, emu, method=args.method, seed=args.seed + i)
+            r = fit_spectrum(spec, emu, method=args.method, seed=args.seed + i, cmaes_evals=args.cmaes_evals,
+                             cmaes_scope=args.scope, model_error=False if sigma is None else sigma[i])
             times.append(time.perf_counter() - t0)
             fits.append([r.labels[k] for k in names])
             errs.append([0.5 * (r.err_lo[k] + r.err_hi[k]) for k in names])
+            if args.rows:
+                _append_row(args.rows, names, snr, i, truth[i], fits[-1], errs[-1], r, times[-1])
             print(f"S/N {snr:g}: {i + 1}/{n}", file=sys.stderr, flush=True)
         fits, errs = np.array(fits), np.array(errs)
         d = fits - truth
@@ -84,6 +101,20 @@ def main(argv=None) -> int:
             "elements_le_0.10": sum(per[k]["scatter_mad"] <= 0.10 for k in xfe)}
     print(json.dumps(out, indent=1))
     return 0
+
+
+def _append_row(path, names, snr, i, truth, fit, err, result, seconds):
+    import csv
+    from pathlib import Path
+
+    new = not Path(path).exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.writer(fh)
+        if new:
+            w.writerow(["snr", "index", "seconds", "chi2_reduced", "flags"] + [f"true_{k}" for k in names]
+                       + names + [f"{k}_err" for k in names])
+        w.writerow([snr, i, f"{seconds:.3f}", f"{result.chi2_reduced:.4f}", ";".join(result.flags)]
+                   + [f"{v:.6g}" for v in truth] + [f"{v:.6g}" for v in fit] + [f"{v:.6g}" for v in err])
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ Examples:
 
 
 def add_parsers(sub) -> None:
-    """Register ``train``."""
+    """Register ``train`` and ``model-error``."""
     import argparse
 
     p = sub.add_parser("train", help="train the emulator on a grid (physics-prior gradient matching)",
@@ -48,6 +48,37 @@ def add_parsers(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=10)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT.train/checkpoint.pt")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("model-error", help="measure an emulator's error spectrum on held-out grid spectra",
+                       description="Store in the model file the per-pixel rms of emulator - engine over the grid's "
+                                   "held-out spectra (never trained on). `phdlspec fit` adds its square to the "
+                                   "noise variance, so that the error bars include the emulator's own error. "
+                                   "`phdlspec train` does this by itself when the grid has held-out spectra.",
+                       epilog="Example:\n  phdlspec model-error assets/emulator/phdlspec_default.safetensors --grid assets/grid",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL", help="emulator model file (.safetensors)")
+    p.add_argument("--grid", required=True, help="grid folder with held-out spectra (`phdlspec grid`)")
+    p.add_argument("-o", "--output", help="write the model here (default: update MODEL in place, atomically)")
+    p.set_defaults(func=_cmd_model_error)
+
+
+def _cmd_model_error(args) -> int:
+    from .model import EmulatorFileError, load_emulator
+    from .train import attach_model_error, load_training_set
+
+    try:
+        emu = load_emulator(args.model, device="cpu")
+        held = load_training_set(args.grid, heldout=True)
+    except (EmulatorFileError, FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if len(held.labels) < 10:
+        print(f"error: {args.grid}: only {len(held.labels)} held-out spectra (need 10)", file=sys.stderr)
+        return 2
+    attach_model_error(emu, held)
+    emu.save(args.output or args.model)
+    print(json.dumps({"model": str(args.output or args.model), **emu.card["model_error"]}))
+    return 0
 
 
 def _cmd_train(args) -> int:
@@ -80,7 +111,11 @@ def _cmd_train(args) -> int:
         print(json.dumps({"model": args.output, "n_observed": len(obs.files),
                           "chi2_per_pixel": emu.card["finetune"]["history_last"]["chi2_per_pixel"]}))
         return 0
-    emu = train(data, args.output, cfg, resume=args.resume)
+    try:
+        held = load_training_set(args.grid, heldout=True)
+    except (FileNotFoundError, ValueError, KeyError):
+        held = None
+    emu = train(data, args.output, cfg, resume=args.resume, heldout=held)
     src = {k: v for k, v in emu.card["training"]["source"].items() if k != "files_sha256"}
     print(json.dumps({"model": args.output, **src,
                       "n_train_spectra": emu.card["training"]["n_train_spectra"],

@@ -63,6 +63,10 @@ class Emulator:
     resolution : resolving power of the Gaussian LSF of the output (before ``vbroad``)
     domain : :class:`TrainingDomain`
     card : dict, the model card (training grid, loss, metrics)
+    model_error : (3909,) or None, the emulator's own 1-sigma error per pixel in normalized
+        flux (rms of emulator - engine over held-out engine spectra,
+        :func:`~.model_error.estimate_model_error`); the fitter adds its square to the noise
+        variance so that the error bars include what the emulator gets wrong
 
     Calling it on (N, 32) or (32,) labels (K, dex, km/s) returns (N, 3909) or (3909,)
     normalized flux: numpy in → numpy float64 out; torch in → torch out on ``device``,
@@ -71,7 +75,7 @@ class Emulator:
     """
 
     def __init__(self, net: SpectrumTransformer, flux_mean, flux_std, wavelength, domain: TrainingDomain,
-                 resolution: float = 1800.0, card: dict | None = None, device="auto"):
+                 resolution: float = 1800.0, card: dict | None = None, device="auto", model_error=None):
         self.device = _pick_device(device)
         self.net = net.to(self.device).eval()
         for p in self.net.parameters():
@@ -84,6 +88,10 @@ class Emulator:
         self.domain = domain
         self.resolution = float(resolution)
         self.card = dict(card or {})
+        self.model_error = None if model_error is None else np.asarray(model_error, dtype=float)
+        if self.model_error is not None and self.model_error.shape != self.wavelength.shape:
+            raise ValueError(f"model_error has shape {self.model_error.shape}, the wavelength grid "
+                             f"{self.wavelength.shape}")
         self._lo = torch.as_tensor(_LO, dtype=torch.float32, device=self.device)
         self._hi = torch.as_tensor(_HI, dtype=torch.float32, device=self.device)
         self._in_idx = torch.as_tensor(_IN_IDX, device=self.device)
@@ -165,6 +173,8 @@ class Emulator:
         tensors["flux_mean"] = self.flux_mean.cpu()
         tensors["flux_std"] = self.flux_std.cpu()
         tensors["wavelength"] = torch.as_tensor(self.wavelength, dtype=torch.float64)
+        if self.model_error is not None:
+            tensors["model_error"] = torch.as_tensor(self.model_error, dtype=torch.float64)
         meta = {"format": FORMAT, "config": json.dumps(self.net.config),
                 "input_labels": json.dumps(self.input_labels), "domain": json.dumps(self.domain.to_dict()),
                 "resolution": repr(self.resolution), "card": json.dumps(self.card)}
@@ -202,7 +212,8 @@ class Emulator:
                    TrainingDomain(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in json.loads(meta["domain"]).items()}),
                    resolution=float(meta.get("resolution", 1800.0)), card=json.loads(meta.get("card", "{}")),
-                   device=device)
+                   device=device,
+                   model_error=tensors["model_error"].numpy() if "model_error" in tensors else None)
 
 
 def load_emulator(path=None, device="auto") -> Emulator:

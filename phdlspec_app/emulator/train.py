@@ -144,8 +144,11 @@ def _jac_scale() -> np.ndarray:
 
 
 def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), workdir=None, resume: bool = False,
-          progress: bool = True, log=None) -> Emulator:
+          progress: bool = True, log=None, heldout: TrainingSet | None = None) -> Emulator:
     """Train an emulator on ``data`` and save it to ``out_path`` (safetensors).
+
+    With ``heldout`` (at least 10 engine spectra never trained on) the saved model carries
+    its error spectrum (:mod:`.model_error`), which the fitter adds to the noise.
 
     ``workdir`` (default: beside ``out_path``) holds ``checkpoint.pt`` and
     ``history.json``; with ``resume`` training continues from the checkpoint.
@@ -249,7 +252,24 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
                              "device": str(dev), "torch": torch.__version__,
                              "threads": torch.get_num_threads(),
                              "seconds": sum(h["seconds"] for h in history[-1:])}}
+    if heldout is not None and len(heldout.labels) >= 10:
+        attach_model_error(emu, heldout)
     emu.save(out_path)
+    return emu
+
+
+def attach_model_error(emu: Emulator, heldout: TrainingSet) -> Emulator:
+    """Set ``emu.model_error`` from held-out engine spectra and record it in the card."""
+    from .model_error import estimate_model_error
+
+    emu.model_error = estimate_model_error(emu, heldout.labels, heldout.flux)
+    w = emu.wavelength
+    emu.card["model_error"] = {
+        "method": "per-pixel rms of emulator - engine over held-out grid spectra",
+        "n_heldout": int(len(heldout.labels)), "median": float(np.median(emu.model_error)),
+        "median_3700_4500": float(np.median(emu.model_error[w < 4500])),
+        "median_7500_9100": float(np.median(emu.model_error[w >= 7500])),
+        "grid": heldout.source.get("grid")}
     return emu
 
 

@@ -30,6 +30,9 @@ def _common(p) -> None:
                    help="MCMC sampler moves: hmc (default; Hamiltonian Monte Carlo with the emulator's autodiff "
                         "gradient, autocorrelation times of a few steps) or de (differential evolution, "
                         "gradient-free, ~100x longer autocorrelation times in 32 labels)")
+    p.add_argument("--no-model-error", action="store_true",
+                   help="trust the emulator exactly: do not add its error spectrum (stored in the model file, "
+                        "measured on held-out engine spectra) to the noise variance")
     p.add_argument("--emulator", metavar="PATH", help="emulator model file (default: the model in assets/), "
                                                       "or module:factory")
 
@@ -41,7 +44,7 @@ def _options(args) -> dict:
     return {"method": args.method, "seed": args.seed, "fix": parse_fix(args.fix or []),
             "priors": parse_prior(args.prior or []), "resolution": args.resolution, "fwhm": args.fwhm,
             "air": args.air, "masks": masks, "cmaes_evals": args.cmaes_evals, "cmaes_scope": args.cmaes_scope,
-            "mcmc_moves": args.mcmc_moves}
+            "mcmc_moves": args.mcmc_moves, "model_error": not args.no_model_error}
 
 
 def _cmd_fit(args) -> int:

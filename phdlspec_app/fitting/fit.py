@@ -109,7 +109,8 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
                  fwhm: float | None = None, air: bool | None = None, masks="all", extra_masks=None,
                  cmaes_evals: int = 3000, restarts: int = 1, polish: bool = True, cmaes_scope: str = "all",
                  mcmc_max_steps: int = 20000, mcmc_moves: str = "hmc",
-                 n_tau: float = 50.0, nwalkers: int | None = None, keep_chain: bool = False) -> FitResult:
+                 n_tau: float = 50.0, nwalkers: int | None = None, keep_chain: bool = False,
+                 model_error=True) -> FitResult:
     """Fit the 32 labels of one spectrum.
 
     Parameters
@@ -133,6 +134,10 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     mcmc_max_steps, n_tau, nwalkers, keep_chain : emcee settings; mcmc_moves : "hmc"
         (default: Hamiltonian Monte Carlo with the emulator's autodiff gradient) or "de"
         (differential evolution, gradient-free; for emulators without a torch path)
+    model_error : True (default): add the emulator's error spectrum (``emulator.model_error``,
+        normalized flux, 1 sigma per pixel; see ``emulator.model_error``) to the noise, so that
+        the errors include what the emulator gets wrong; False: trust the emulator exactly;
+        or a (3909,) array to use instead
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -148,6 +153,10 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     say("prepare", 0.0)
     prep = prepare(spectrum, emu.wavelength, float(getattr(emu, "resolution", 1800.0)), resolution=resolution,
                    fwhm=fwhm, masks=masks, extra_masks=extra_masks)
+    sigma_model = getattr(emu, "model_error", None) if model_error is True else \
+        (None if model_error is False or model_error is None else np.asarray(model_error, float))
+    if sigma_model is not None:
+        prep = prep.with_model_error(sigma_model)
     timings["prepare"] = time.perf_counter() - t0
 
     base = L.defaults()

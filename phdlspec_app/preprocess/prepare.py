@@ -52,6 +52,7 @@ class Prepared:
     flux, ivar : (P,) observed flux after resampling and resolution matching (file units)
     good : (P,) bool, pixels used in the likelihood
     y, ivar_y : (P,) the observation divided by its pseudo-continuum, and its inverse variance
+        (after :meth:`with_model_error`, the observation's and the model's variance together)
     continuum : the pseudo-continuum operator (apply the same one to the model)
     broaden_model : the extra LSF for the model where the observation is coarser
     snr : median per-pixel S/N of ``y`` over good pixels
@@ -71,10 +72,32 @@ class Prepared:
     flags: list = field(default_factory=list)
     info: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    #: the observation's own inverse variance of ``y`` once :meth:`with_model_error` added the model's
+    ivar_y_obs: np.ndarray | None = None
 
     @property
     def n_good(self) -> int:
         return int(self.good.sum())
+
+    def with_model_error(self, sigma) -> "Prepared":
+        """A copy whose ``ivar_y`` also counts the model's own error ``sigma`` ((P,) 1-sigma,
+        normalized flux): 1/ivar_y -> 1/ivar_y + sigma^2 on the good pixels. The
+        observation's own is kept in ``ivar_y_obs``; ``snr`` stays the data's."""
+        from dataclasses import replace
+
+        sigma = np.asarray(sigma, float)
+        if sigma.shape != self.ivar_y.shape:
+            raise ValueError(f"model error has shape {sigma.shape}, the prepared spectrum {self.ivar_y.shape}")
+        if self.ivar_y_obs is not None:
+            raise ValueError("the model error is already included")
+        g = self.good
+        iv = np.zeros_like(self.ivar_y, dtype=float)
+        iv[g] = 1.0 / (1.0 / self.ivar_y[g] + sigma[g] ** 2)
+        info = {**self.info,
+                "model_error": {"median": float(np.median(sigma[g])),
+                                "variance_fraction": float(np.median(sigma[g] ** 2 * self.ivar_y[g] /
+                                                                     (1.0 + sigma[g] ** 2 * self.ivar_y[g])))}}
+        return replace(self, ivar_y=iv, info=info, ivar_y_obs=self.ivar_y)
 
     def model_observable(self, flux):
         """Model flux (..., P) (numpy or torch) → what is compared with ``y``:
