@@ -145,8 +145,6 @@ def _choose_trend(features, order, x, y, ok, select, k, rng, pairs=None):
     if select is None:
         trend = Trend.new(features, order, True, x[ok])
         return trend, trend.matrix(x), None, []
-    if select != "cv":
-        raise ValueError(f"select must be 'cv' or None, got {select!r}")
     cols = {f: j for j, f in enumerate(features)}
     cands = [(0, ())]
     for o in range(1, order + 1):

@@ -153,8 +153,12 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     say("prepare", 0.0)
     prep = prepare(spectrum, emu.wavelength, float(getattr(emu, "resolution", 1800.0)), resolution=resolution,
                    fwhm=fwhm, masks=masks, extra_masks=extra_masks)
-    sigma_model = getattr(emu, "model_error", None) if model_error is True else \
-        (None if model_error is False or model_error is None else np.asarray(model_error, float))
+    if model_error is True:
+        sigma_model = getattr(emu, "model_error", None)
+    elif model_error is False or model_error is None:
+        sigma_model = None
+    else:
+        sigma_model = np.asarray(model_error, float)
     if sigma_model is not None:
         prep = prep.with_model_error(sigma_model)
     timings["prepare"] = time.perf_counter() - t0
