@@ -96,6 +96,36 @@ def test_residual_is_what_the_fit_compares(live, emu):
     assert np.nanstd(data["residual"]) == pytest.approx(0.02, rel=0.2)
 
 
+def test_live_chi2_is_the_fits_data_chi2_with_the_emulator_error(emu):
+    """The readout under the residual is the fit's own chi^2 (Likelihood.data_chi2 on the
+    Prepared spectrum with the model error added), while the error bars stay the data's."""
+    from phdlspec_app.fitting.likelihood import Likelihood
+
+    with_error = EmulatorDouble()
+    with_error.model_error = np.full(emu.wavelength.size, 0.02)  # as large as the noise
+    live = LiveModel(SpectrumFigure.create(), emulator=with_error)
+    spec = demo_spectrum(emu, teff=5400, fe_h=-0.3)
+    live.set_observation(live.prepare(spec))
+    live.set_labels({"teff": 5600, "fe_h": -0.1})  # not the truth: the chi2 is well above 1
+    prep = fit_preprocessing()(spec, emu.wavelength)
+    lik = Likelihood(with_error, prep.with_model_error(with_error.model_error), free=[0], base=live.vector())
+    expected = lik.data_chi2(prep.model_observable(with_error(live.vector())))
+    assert live.chi2 == pytest.approx(expected, rel=1e-4)
+    assert live.chi2_pixels == prep.n_good
+    assert live.quality_pane.visible and "emulator's error spectrum" in live.quality_pane.object
+    np.testing.assert_allclose(live.observation.sigma[prep.good], 1 / np.sqrt(prep.ivar_y[prep.good]), rtol=1e-6)
+
+    # without the error term the same labels give about twice the chi2 (noise = model error)
+    plain = LiveModel(SpectrumFigure.create(), emulator=emu)
+    plain.set_observation(plain.prepare(spec))
+    plain.set_labels({"teff": 5600, "fe_h": -0.1})
+    assert plain.chi2 / live.chi2 == pytest.approx(2.0, rel=0.05)
+    assert "emulator" not in plain.quality_pane.object
+
+    plain.set_observation(None)  # nothing to compare with: no readout
+    assert plain.chi2 is None and not plain.quality_pane.visible
+
+
 def test_spectrum_the_fitter_refuses_is_still_shown(live, emu):
     spec = demo_spectrum(emu)
     spec.meta.update(simulated=False, **{"class": "QSO"})

@@ -118,6 +118,8 @@ class LiveModel(param.Parameterized):
     best_fit = param.Dict(default=None, allow_None=True, doc="Labels of the last fit, for 'Copy best fit'.")
     true_labels = param.Dict(default=None, allow_None=True, doc="True labels of a simulated star.")
     element_version = param.Integer(default=0, doc="Incremented whenever the element layers are recomputed.")
+    chi2 = param.Number(default=None, allow_None=True, doc="Live chi^2 of the model against the observation.")
+    chi2_pixels = param.Integer(default=0, doc="Pixels counted in the live chi^2.")
 
     def __init__(self, spectrum_figure: SpectrumFigure, emulator="auto", **params):
         super().__init__(**params)
@@ -148,6 +150,7 @@ class LiveModel(param.Parameterized):
         self.domain_alert = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
         self.model_alert = pn.pane.Alert(self.emulator_message, alert_type="info",
                                          visible=bool(self.emulator_message), sizing_mode="stretch_width")
+        self.quality_pane = pn.pane.Markdown("", visible=False, sizing_mode="stretch_width", margin=(0, 10))
 
         self.reset_button.on_click(lambda _e: self.reset())
         self.best_fit_button.on_click(lambda _e: self.copy_best_fit())
@@ -247,7 +250,8 @@ class LiveModel(param.Parameterized):
         """``spec`` as this model compares with it (see :func:`prepare_observation`)."""
         if self.emulator is None:
             return prepare_observation(spec)
-        return prepare_observation(spec, self._model_wl, float(getattr(self.emulator, "resolution", 1800.0)))
+        return prepare_observation(spec, self._model_wl, float(getattr(self.emulator, "resolution", 1800.0)),
+                                   model_error=getattr(self.emulator, "model_error", None))
 
     def set_observation(self, obs: Observation | None) -> None:
         """Show the model on ``obs``'s pixels (None: on the emulator's own grid)."""
@@ -296,6 +300,7 @@ class LiveModel(param.Parameterized):
         model = flux[0].astype(np.float32)
         obs = self.observation
         residual = (obs.flux - flux[0]).astype(np.float32) if obs is not None else np.full_like(model, np.nan)
+        self._update_quality(obs, flux[0])
         if full or len(self.layers.source.data["wavelength"]) != model.size:
             self.layers.set_model(self._display_wavelength(), model, residual)
         else:
@@ -307,6 +312,23 @@ class LiveModel(param.Parameterized):
                                + ", ".join(display_name(L.get_label(n)) for n in bad)
                                + ". The model is an extrapolation there.") if bad else ""
         self.n_updates += 1
+
+    def _update_quality(self, obs: Observation | None, model: np.ndarray) -> None:
+        """The live chi^2 readout: the fit's own figure of merit for the slider labels."""
+        if obs is None or obs.normalization != "fitting":
+            # on the file's own pixels the model is not what the fit compares: no chi^2 shown
+            self.param.update(chi2=None, chi2_pixels=0)
+            self.quality_pane.param.update(object="", visible=False)
+            return
+        chi2, n = obs.chi2(model)
+        self.param.update(chi2=chi2 if n else None, chi2_pixels=n)
+        if not n:
+            self.quality_pane.param.update(object="", visible=False)
+            return
+        what = "data noise and the emulator's error spectrum" if obs.model_sigma is not None else "data noise"
+        self.quality_pane.param.update(
+            object=f"**Live model:** χ² = {chi2:.0f} over {n} pixels, χ²/pixel = {chi2 / n:.2f} "
+                   f"(variance: {what}, as the fit counts it)", visible=True)
 
     def refresh_element(self) -> None:
         """Recompute the selected element's sensitive pixels (jacobian) and +/-0.2 dex models."""

@@ -32,6 +32,21 @@ class Observation:
     #: LSF matching and pseudo-continuum); None: compare the model as it is
     model_transform: object = None
     fit_refusal: str = ""  # why the fitting layer refused the spectrum ('' when it did not)
+    #: the emulator's own 1-sigma error (normalized flux) on the same pixels, or None; the fit
+    #: adds it to the noise variance, so :meth:`chi2` does too
+    model_sigma: np.ndarray | None = None
+
+    def chi2(self, model) -> tuple[float, int]:
+        """(chi^2, number of pixels) of ``model`` (W,) against this observation over the pixels
+        with a finite flux and error; the variance is sigma^2 + model_sigma^2, as in the fit."""
+        model = np.asarray(model, float)
+        var = self.sigma**2
+        if self.model_sigma is not None:
+            var = var + np.asarray(self.model_sigma, float) ** 2
+        ok = np.isfinite(self.flux) & np.isfinite(var) & (var > 0) & np.isfinite(model)
+        if not ok.any():
+            return float("nan"), 0
+        return float(np.sum((self.flux[ok] - model[ok]) ** 2 / var[ok])), int(ok.sum())
 
     @property
     def note(self) -> str:
@@ -83,9 +98,14 @@ def fit_preprocessing():
     return prepare
 
 
-def prepare_observation(spec, model_wavelength=None, model_resolution: float = 1800.0) -> Observation:
+def prepare_observation(spec, model_wavelength=None, model_resolution: float = 1800.0,
+                        model_error=None) -> Observation:
     """:class:`Observation` of ``spec`` (a :class:`phdlspec_app.io.Spectrum`); with
-    ``model_wavelength`` (an emulator's grid) through the fitting layer's preprocessing."""
+    ``model_wavelength`` (an emulator's grid) through the fitting layer's preprocessing.
+
+    ``model_error``: the emulator's error spectrum ((P,) on ``model_wavelength``, normalized
+    flux), kept as ``Observation.model_sigma`` so that the live chi^2 is the fit's. The error
+    bars shown stay the data's own."""
     refusal = ""
     if model_wavelength is not None:
         prepare = fit_preprocessing()
@@ -101,9 +121,14 @@ def prepare_observation(spec, model_wavelength=None, model_resolution: float = 1
                 y = np.asarray(prep.y, float)
                 ivar = np.where(good, np.asarray(prep.ivar_y, float), 0.0)
                 shown = Spectrum(prep.wavelength, y, ivar, ~good, dict(spec.meta))
+                msig = None
+                if model_error is not None:
+                    msig = np.asarray(model_error, float)
+                    if msig.shape != y.shape:
+                        raise ValueError(f"model error has shape {msig.shape}, the model grid {y.shape}")
                 return Observation(shown.wavelength, np.where(good, y, np.nan),
                                    np.where(good & (ivar > 0), 1 / np.sqrt(np.where(ivar > 0, ivar, 1)), np.nan),
-                                   ~good, "fitting", shown, prep.model_observable)
+                                   ~good, "fitting", shown, prep.model_observable, model_sigma=msig)
     if _looks_normalized(spec):
         how = "file"
     else:

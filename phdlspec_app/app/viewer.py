@@ -285,6 +285,7 @@ class SpectrumViewer(pn.viewable.Viewer):
             self.live.zoom_bar(),
             pn.pane.Bokeh(self.plot.figure, sizing_mode="stretch_width"),
             pn.pane.Bokeh(self.live.layers.residual_figure, sizing_mode="stretch_width"),
+            self.live.quality_pane,
             pn.pane.Markdown("#### Header"), self.meta_table,
             sizing_mode="stretch_width", name="Spectrum & model",
         )
