@@ -8,11 +8,13 @@ normalized flux). They are fitted with ``fit_spectrum`` (CMA-ES + polish, or
 ``--method both``).
 
     .venv/bin/python benchmarks/bench_injection.py --grid assets/grid [--model PATH] [--n 200] [--snr 20 50 100]
-        [--cmaes-evals 3000] [--scope all|atmosphere] [--rows rows.csv] [--model-error loo|none]
+        [--cmaes-evals 3000] [--scope all|atmosphere] [--rows rows.csv] [--model-error loo-corr|loo|none]
 
-``--model-error loo`` (default): the likelihood adds the emulator's error spectrum, each
-star's measured on the OTHER held-out spectra (leave one out), so a star's own residual
-never sets its weights; ``none``: the emulator is trusted exactly (as before 2026-12-03).
+``--model-error loo-corr`` (default): the likelihood adds the emulator's error, correlated
+part and uncorrelated remainder (``emulator.model_error.error_basis``), each star's measured
+on the OTHER held-out spectra (leave one out), so that a star's own residual never sets its
+weights; ``loo``: the per-pixel error spectrum only, treated as independent between pixels;
+``none``: the emulator is trusted exactly (as before 2026-12-03).
 
 Reports, per S/N and label: bias (median of fit − truth), scatter (robust: 1.4826 × MAD
 and plain std), and the calibration of the errors: std of (fit − truth)/error; the count
@@ -41,7 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--cmaes-evals", type=int, default=3000, help="CMA-ES budget per fit (fit_spectrum's default 3000)")
     ap.add_argument("--scope", default="all", choices=["all", "atmosphere"], help="fit_spectrum's cmaes_scope")
-    ap.add_argument("--model-error", choices=["loo", "none"], default="loo")
+    ap.add_argument("--model-error", choices=["loo-corr", "loo", "none"], default="loo-corr")
     ap.add_argument("--rows", help="write every fit (truth, fit, error, flags, time) to this CSV as it goes")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -68,6 +70,16 @@ def main(argv=None) -> int:
         from phdlspec_app.emulator.model_error import leave_one_out, residuals
 
         sigma = leave_one_out(residuals(emu, held.labels, held.flux))
+    elif args.model_error == "loo-corr":
+        from phdlspec_app.emulator.model_error import error_basis, residuals
+
+        res = residuals(emu, held.labels, held.flux)
+
+        class _LeaveOneOut:  # (rest, basis) from every held-out residual but star i's, made when asked
+            def __getitem__(self, i):
+                return tuple(reversed(error_basis(np.delete(res, i, axis=0))))
+
+        sigma = _LeaveOneOut()
     out = {"grid": args.grid, "model_error": args.model_error, "model": str(args.model or "default"), "n": n, "method": args.method, "by_snr": {}}
     for snr in args.snr:
         fits, errs, times = [], [], []

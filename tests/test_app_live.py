@@ -126,6 +126,32 @@ def test_live_chi2_is_the_fits_data_chi2_with_the_emulator_error(emu):
     assert plain.chi2 is None and not plain.quality_pane.visible
 
 
+def test_live_chi2_includes_the_correlated_model_error_as_the_fit_does(emu):
+    from phdlspec_app.fitting.likelihood import Likelihood
+
+    corr = EmulatorDouble()
+    P = emu.wavelength.size
+    corr.model_error = np.full(P, 0.02)
+    corr.model_error_rest = np.full(P, 0.01)
+    # the observation carries an error of the model's along one basis vector: chi2 must fall a lot
+    pattern = 0.05 * np.sin(np.arange(P) / 2.0)
+    corr.model_error_basis = np.stack([pattern, *[0.015 * np.sin(np.arange(P) / (4.0 + k)) for k in range(2)]])
+    live = LiveModel(SpectrumFigure.create(), emulator=corr)
+    spec = demo_spectrum(emu, teff=5400, fe_h=-0.3)
+    spec.flux[:] = spec.flux + pattern
+    live.set_observation(live.prepare(spec))
+    live.set_labels({"teff": 5600, "fe_h": -0.1})   # set_labels re-centres the model error here
+    prep = fit_preprocessing()(spec, emu.wavelength).with_model_error(corr.model_error_rest, corr.model_error_basis)
+    lik = Likelihood(corr, prep, np.arange(32), live.vector())
+    assert lik.correlated_model_error
+    expected = lik.data_chi2(prep.model_observable(corr(live.vector())))
+    assert live.chi2 == pytest.approx(expected, rel=1e-4)
+    assert "correlated part" in live.quality_pane.object
+    diag_only = Likelihood(corr, fit_preprocessing()(spec, emu.wavelength).with_model_error(corr.model_error_rest),
+                           np.arange(32), live.vector())
+    assert live.chi2 < 0.5 * diag_only.data_chi2(prep.model_observable(corr(live.vector())))
+
+
 def test_spectrum_the_fitter_refuses_is_still_shown(live, emu):
     spec = demo_spectrum(emu)
     spec.meta.update(simulated=False, **{"class": "QSO"})

@@ -250,8 +250,16 @@ class LiveModel(param.Parameterized):
         """``spec`` as this model compares with it (see :func:`prepare_observation`)."""
         if self.emulator is None:
             return prepare_observation(spec)
-        return prepare_observation(spec, self._model_wl, float(getattr(self.emulator, "resolution", 1800.0)),
-                                   model_error=getattr(self.emulator, "model_error", None))
+        from phdlspec_app.fitting.fit import model_error_terms
+        from phdlspec_app.fitting.likelihood import Likelihood
+
+        sigma, basis = model_error_terms(self.emulator)
+        obs = prepare_observation(spec, self._model_wl, float(getattr(self.emulator, "resolution", 1800.0)),
+                                  model_error=(sigma, basis) if sigma is not None else None)
+        if obs.prepared is not None:
+            # the live chi^2 is the fit's: the same likelihood, over all 32 labels
+            obs.likelihood = Likelihood(self.emulator, obs.prepared, np.arange(len(L.LABELS)), self.vector())
+        return obs
 
     def set_observation(self, obs: Observation | None) -> None:
         """Show the model on ``obs``'s pixels (None: on the emulator's own grid)."""
@@ -325,13 +333,27 @@ class LiveModel(param.Parameterized):
         if not n:
             self.quality_pane.param.update(object="", visible=False)
             return
-        what = "data noise and the emulator's error spectrum" if obs.model_sigma is not None else "data noise"
+        if obs.model_sigma is None:
+            what = "data noise"
+        elif getattr(obs.prepared, "model_basis", None) is not None:
+            what = "data noise and the emulator's error spectrum, its correlated part included"
+        else:
+            what = "data noise and the emulator's error spectrum"
         self.quality_pane.param.update(
             object=f"**Live model:** χ² = {chi2:.0f} over {n} pixels, χ²/pixel = {chi2 / n:.2f} "
                    f"(variance: {what}, as the fit counts it)", visible=True)
 
     def refresh_element(self) -> None:
-        """Recompute the selected element's sensitive pixels (jacobian) and +/-0.2 dex models."""
+        """Recompute the selected element's sensitive pixels (jacobian) and +/-0.2 dex models;
+        re-centre the correlated model error on the labels (as the fit does at its optimum)."""
+        obs = self.observation
+        if self.emulator is not None and obs is not None and getattr(obs.likelihood, "correlated_model_error", False):
+            try:
+                vec = self.vector()
+                obs.likelihood.linearize_model_error(vec)
+                self._update_quality(obs, obs.likelihood.model(vec[None]).numpy()[0])
+            except Exception:  # the readout must never take the session down
+                log.exception("model error linearization failed")
         if self.emulator is None or not self.element:
             self._jac_row = None
             self.layers.clear_element()

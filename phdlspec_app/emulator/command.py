@@ -51,8 +51,10 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("model-error", help="measure an emulator's error spectrum on held-out grid spectra",
                        description="Store in the model file the per-pixel rms of emulator - engine over the grid's "
-                                   "held-out spectra (never trained on). `phdlspec fit` adds its square to the "
-                                   "noise variance, so that the error bars include the emulator's own error. "
+                                   "held-out spectra (never trained on), and its split into a correlated part "
+                                   "(a low-rank covariance made of the residuals) and an uncorrelated remainder. "
+                                   "`phdlspec fit` adds both to the noise covariance, so that the error bars "
+                                   "include the emulator's own error. "
                                    "`phdlspec train` does this by itself when the grid has held-out spectra.",
                        epilog="Example:\n  phdlspec model-error assets/emulator/phdlspec_default.safetensors --grid assets/grid",
                        formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -67,6 +67,10 @@ class Emulator:
         flux (rms of emulator - engine over held-out engine spectra,
         :func:`~.model_error.estimate_model_error`); the fitter adds its square to the noise
         variance so that the error bars include what the emulator gets wrong
+    model_error_basis, model_error_rest : (K, 3909) and (3909,) or None: the same error split
+        into a correlated part (covariance ``basis.T @ basis``) and an uncorrelated remainder
+        (:func:`~.model_error.error_basis`); when present the fitter uses these instead of
+        ``model_error`` alone, so that errors shared by many pixels are not averaged down
 
     Calling it on (N, 32) or (32,) labels (K, dex, km/s) returns (N, 3909) or (3909,)
     normalized flux: numpy in → numpy float64 out; torch in → torch out on ``device``,
@@ -75,7 +79,8 @@ class Emulator:
     """
 
     def __init__(self, net: SpectrumTransformer, flux_mean, flux_std, wavelength, domain: TrainingDomain,
-                 resolution: float = 1800.0, card: dict | None = None, device="auto", model_error=None):
+                 resolution: float = 1800.0, card: dict | None = None, device="auto", model_error=None,
+                 model_error_basis=None, model_error_rest=None):
         self.device = _pick_device(device)
         self.net = net.to(self.device).eval()
         for p in self.net.parameters():
@@ -92,6 +97,15 @@ class Emulator:
         if self.model_error is not None and self.model_error.shape != self.wavelength.shape:
             raise ValueError(f"model_error has shape {self.model_error.shape}, the wavelength grid "
                              f"{self.wavelength.shape}")
+        self.model_error_basis = None if model_error_basis is None else np.asarray(model_error_basis, float)
+        self.model_error_rest = None if model_error_rest is None else np.asarray(model_error_rest, float)
+        if (self.model_error_basis is None) != (self.model_error_rest is None):
+            raise ValueError("model_error_basis and model_error_rest come together")
+        if self.model_error_basis is not None and (self.model_error_basis.ndim != 2 or self.model_error_basis.shape[1]
+                                                   != self.wavelength.size or self.model_error_rest.shape
+                                                   != self.wavelength.shape):
+            raise ValueError(f"model error basis {self.model_error_basis.shape} / remainder "
+                             f"{self.model_error_rest.shape} do not fit the wavelength grid {self.wavelength.shape}")
         self._lo = torch.as_tensor(_LO, dtype=torch.float32, device=self.device)
         self._hi = torch.as_tensor(_HI, dtype=torch.float32, device=self.device)
         self._in_idx = torch.as_tensor(_IN_IDX, device=self.device)
@@ -175,6 +189,9 @@ class Emulator:
         tensors["wavelength"] = torch.as_tensor(self.wavelength, dtype=torch.float64)
         if self.model_error is not None:
             tensors["model_error"] = torch.as_tensor(self.model_error, dtype=torch.float64)
+        if self.model_error_basis is not None:
+            tensors["model_error_basis"] = torch.as_tensor(self.model_error_basis, dtype=torch.float32)
+            tensors["model_error_rest"] = torch.as_tensor(self.model_error_rest, dtype=torch.float64)
         meta = {"format": FORMAT, "config": json.dumps(self.net.config),
                 "input_labels": json.dumps(self.input_labels), "domain": json.dumps(self.domain.to_dict()),
                 "resolution": repr(self.resolution), "card": json.dumps(self.card)}
@@ -213,7 +230,10 @@ class Emulator:
                                      for k, v in json.loads(meta["domain"]).items()}),
                    resolution=float(meta.get("resolution", 1800.0)), card=json.loads(meta.get("card", "{}")),
                    device=device,
-                   model_error=tensors["model_error"].numpy() if "model_error" in tensors else None)
+                   model_error=tensors["model_error"].numpy() if "model_error" in tensors else None,
+                   model_error_basis=tensors["model_error_basis"].double().numpy()
+                   if "model_error_basis" in tensors else None,
+                   model_error_rest=tensors["model_error_rest"].numpy() if "model_error_rest" in tensors else None)
 
 
 def load_emulator(path=None, device="auto") -> Emulator:

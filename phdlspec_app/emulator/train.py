@@ -259,16 +259,21 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
 
 
 def attach_model_error(emu: Emulator, heldout: TrainingSet) -> Emulator:
-    """Set ``emu.model_error`` from held-out engine spectra and record it in the card."""
-    from .model_error import estimate_model_error
+    """Set ``emu.model_error`` (per-pixel rms) and its correlated split
+    (``model_error_basis``/``model_error_rest``, :func:`~.model_error.error_basis`) from
+    held-out engine spectra, and record them in the card."""
+    from .model_error import error_basis, estimate_model_error, residuals
 
     emu.model_error = estimate_model_error(emu, heldout.labels, heldout.flux)
+    emu.model_error_basis, emu.model_error_rest = error_basis(residuals(emu, heldout.labels, heldout.flux))
     w = emu.wavelength
     emu.card["model_error"] = {
         "method": "per-pixel rms of emulator - engine over held-out grid spectra",
         "n_heldout": int(len(heldout.labels)), "median": float(np.median(emu.model_error)),
         "median_3700_4500": float(np.median(emu.model_error[w < 4500])),
         "median_7500_9100": float(np.median(emu.model_error[w >= 7500])),
+        "correlated": {"rank": int(emu.model_error_basis.shape[0]),
+                       "median_uncorrelated_fraction": float(np.median(emu.model_error_rest**2 / emu.model_error**2))},
         "grid": heldout.source.get("grid")}
     return emu
 

@@ -28,7 +28,8 @@ from .optimize import levenberg_marquardt, run_cmaes, run_staged, rv_first_guess
 from ..preprocess import FitInputError, prepare
 from .result import FitResult
 
-__all__ = ["fit_spectrum", "FLAGS", "METHODS", "FitCancelled", "FitInputError", "parse_fix", "parse_prior"]
+__all__ = ["fit_spectrum", "model_error_terms", "FLAGS", "METHODS", "FitCancelled", "FitInputError", "parse_fix",
+           "parse_prior"]
 
 METHODS = ("cmaes", "mcmc", "both")
 
@@ -104,6 +105,22 @@ def _load(emulator, device):
     return emulator
 
 
+def model_error_terms(emulator, model_error=True):
+    """(sigma (P,) or None, basis (K, P) or None): the model error ``fit_spectrum`` adds to
+    the noise for its ``model_error`` argument (True: the emulator's own, correlated split
+    when it has one; False/None: none; an array; or a (sigma, basis) tuple)."""
+    if model_error is True:
+        basis = getattr(emulator, "model_error_basis", None)
+        sigma = getattr(emulator, "model_error_rest" if basis is not None else "model_error", None)
+        return sigma, basis
+    if isinstance(model_error, tuple):
+        sigma, basis = model_error
+        return np.asarray(sigma, float), None if basis is None else np.asarray(basis, float)
+    if model_error is False or model_error is None:
+        return None, None
+    return np.asarray(model_error, float), None
+
+
 def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, priors=None, seed: int = 0,
                  device: str | None = None, progress=None, cancel=None, *, resolution: float | None = None,
                  fwhm: float | None = None, air: bool | None = None, masks="all", extra_masks=None,
@@ -136,8 +153,10 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
         (differential evolution, gradient-free; for emulators without a torch path)
     model_error : True (default): add the emulator's error spectrum (``emulator.model_error``,
         normalized flux, 1 sigma per pixel; see ``emulator.model_error``) to the noise, so that
-        the errors include what the emulator gets wrong; False: trust the emulator exactly;
-        or a (3909,) array to use instead
+        the errors include what the emulator gets wrong, with its correlated part
+        (``emulator.model_error_basis``) when the model has one; False: trust the emulator
+        exactly; a (3909,) array: an uncorrelated error to use instead; or a tuple
+        (sigma (3909,), basis (K, 3909)): uncorrelated remainder and correlated part
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -153,14 +172,9 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     say("prepare", 0.0)
     prep = prepare(spectrum, emu.wavelength, float(getattr(emu, "resolution", 1800.0)), resolution=resolution,
                    fwhm=fwhm, masks=masks, extra_masks=extra_masks)
-    if model_error is True:
-        sigma_model = getattr(emu, "model_error", None)
-    elif model_error is False or model_error is None:
-        sigma_model = None
-    else:
-        sigma_model = np.asarray(model_error, float)
+    sigma_model, basis = model_error_terms(emu, model_error)
     if sigma_model is not None:
-        prep = prep.with_model_error(sigma_model)
+        prep = prep.with_model_error(sigma_model, basis)
     timings["prepare"] = time.perf_counter() - t0
 
     base = L.defaults()
@@ -189,6 +203,7 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
         hi_all[j] = min(hi_all[j], guess["rv"] + 100.0)
     lo, hi = lo_all[free], hi_all[free]
     x0 = np.clip(start[free], lo, hi)
+    lik.linearize_model_error(lik.full(x0)[0])  # the correlated model error, about the first guess
     timings["rv"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -206,6 +221,10 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
         lm = levenberg_marquardt(lik, cm["theta"], lo, hi, max_iter=40 if polish else 0, progress=say)
         timings["polish"] = time.perf_counter() - t
     theta, F = lm["theta"], lm["fisher"]
+    model, jac = lm["model"], lm["jacobian"]
+    if lik.correlated_model_error:  # the errors with the correlated model error taken about the optimum
+        lik.linearize_model_error(lik.full(theta)[0])
+        model, jac, F = lik.fisher(lik.full(theta)[0])
     cov = covariance(F)
     sig = np.sqrt(np.diag(cov))
 
@@ -215,7 +234,6 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     err_lo[free] = err_hi[free] = sig
     mc = None
     samples = None
-    model, jac = lm["model"], lm["jacobian"]
     if method in ("mcmc", "both"):
         from .mcmc import run_emcee
 

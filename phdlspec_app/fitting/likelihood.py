@@ -1,7 +1,11 @@
 """The likelihood: emulator → model LSF → pseudo-continuum → χ², with fixed labels and priors.
 
-χ²(θ) = Σ_good ivar_y (y − m(θ))² with m(θ) = B f(θ) / C[B f(θ)] (see ``preprocess``),
-plus Σ ((θ_k − μ_k)/σ_k)² over Gaussian priors. The free labels are a subset of the 32
+χ²(θ) = rᵀ C⁻¹ r over the good pixels, r = y − m(θ), m(θ) = B f(θ) / C[B f(θ)] (see
+``preprocess``), plus Σ ((θ_k − μ_k)/σ_k)² over Gaussian priors. C is diagonal
+(1/ivar_y: the noise plus the model's uncorrelated error) unless the prepared spectrum
+carries a correlated model error (``Prepared.model_basis``, K vectors U_k in model flux):
+then C = D + Σ_k V_k V_kᵀ, V_k the linear response of the observable to U_k at the current
+labels, and C⁻¹ is applied by the Woodbury identity (cost O(K P) per spectrum). The free labels are a subset of the 32
 schema labels; the others are held at their fixed values. Every evaluation of a
 population (CMA-ES) or of all walkers (emcee) is one batched emulator call.
 """
@@ -16,6 +20,9 @@ from .. import labels as L
 from ..preprocess import Prepared
 
 __all__ = ["Likelihood", "FitCancelled", "check_cancel"]
+
+_VBROAD = L.label_names().index("vbroad")
+_RV = L.label_names().index("rv")
 
 
 class FitCancelled(RuntimeError):
@@ -58,9 +65,60 @@ class Likelihood:
         self._gi = torch.as_tensor(np.nonzero(self.good)[0])
         self._y = torch.as_tensor(np.asarray(prep.y, float)[self.good])
         self._w = torch.as_tensor(np.asarray(prep.ivar_y, float)[self.good])
+        self._A = None  # (K, Pg) L⁻¹ V W: the correlated model error's Woodbury factor
+        if getattr(prep, "model_basis", None) is not None:
+            self.linearize_model_error(self.base)
         p_idx = [k for k in self.priors]
         self._prior_free = [(int(np.nonzero(self.free == k)[0][0]), *self.priors[k]) for k in p_idx
                             if k in set(self.free.tolist())]
+
+    def linearize_model_error(self, labels: np.ndarray) -> None:
+        """Carry the model error basis (``prep.model_basis``) through the star's ``vbroad``
+        and ``rv``, the LSF and the
+        pseudo-continuum at ``labels`` (32,): d(b/C[b]) = db/C[b] − b C[db]/C[b]², and
+        set the Woodbury factor A = L⁻¹ V W with L Lᵀ = I + V W Vᵀ. No-op without a basis."""
+        U = getattr(self.prep, "model_basis", None)
+        if U is None:
+            return
+        from ..emulator.broadening import broaden_and_shift
+
+        labels = np.asarray(labels, float)
+        f = torch.as_tensor(np.asarray(self.emu(labels[None]), dtype=np.float64)).reshape(1, -1)
+        U = torch.as_tensor(np.asarray(U, np.float64))
+        # the basis is measured at rest with vbroad = 0: it moves and widens with the star's lines
+        k = U.shape[0]
+        U = broaden_and_shift(U, torch.full((k,), labels[_VBROAD], dtype=torch.float64),
+                              torch.full((k,), labels[_RV], dtype=torch.float64))
+        bm, cont = self.prep.broaden_model, self.prep.continuum
+        b = bm.apply(f)[0]
+        db = bm.apply(U)
+        cb = cont(b)
+        V = (db / cb - b * cont(db) / cb**2)[:, self._gi]  # (K, Pg)
+        VW = V * self._w
+        M = torch.eye(V.shape[0], dtype=torch.float64) + VW @ V.T
+        Lc = torch.linalg.cholesky(M)
+        self._A = torch.linalg.solve_triangular(Lc, VW, upper=False)
+
+    @property
+    def correlated_model_error(self) -> bool:
+        """True when χ² includes a correlated model error (``prep.model_basis``)."""
+        return self._A is not None
+
+    def _quad(self, r: torch.Tensor) -> torch.Tensor:
+        """rᵀ C⁻¹ r for residuals r (..., Pg) on the good pixels."""
+        c = (r**2 * self._w).sum(-1)
+        if self._A is not None:
+            c = c - ((r @ self._A.T) ** 2).sum(-1)
+        return c
+
+    def cinv(self, v: np.ndarray) -> np.ndarray:
+        """C⁻¹ v for v (..., Pg) on the good pixels (numpy)."""
+        v = np.asarray(v, float)
+        out = v * self._w.numpy()
+        if self._A is not None:
+            A = self._A.numpy()
+            out = out - (v @ A.T) @ A
+        return out
 
     @property
     def ndim(self) -> int:
@@ -91,14 +149,14 @@ class Likelihood:
     def chi2_labels(self, labels: np.ndarray) -> np.ndarray:
         """(N, 32) → (N,) data χ² (no priors); non-finite models give +inf."""
         m = self.model(labels)[:, self._gi]
-        c = (((self._y - m) ** 2) * self._w).sum(-1).numpy()
+        c = self._quad(self._y - m).numpy()
         return np.where(np.isfinite(c), c, np.inf)
 
     def data_chi2(self, model: np.ndarray) -> float:
         """χ² of one model observable (P,), as returned by :meth:`jacobian`, over the good
         pixels (no priors)."""
-        m = np.asarray(model, float)[self.good]
-        return float(((self._y.numpy() - m) ** 2 * self._w.numpy()).sum())
+        m = torch.as_tensor(np.asarray(model, float)[self.good])
+        return float(self._quad(self._y - m))
 
     def prior_chi2(self, theta: np.ndarray) -> np.ndarray:
         th = np.atleast_2d(theta)
@@ -130,7 +188,7 @@ class Likelihood:
                 f = self.emu(lab)
                 f = f.to(device="cpu", dtype=torch.float64).reshape(x.shape[0], -1)
                 m = self.prep.model_observable(f)[:, self._gi]
-                c = (((self._y - m) ** 2) * self._w).sum(-1)
+                c = self._quad(self._y - m)
                 for j, mu, sig in self._prior_free:
                     c = c + ((x[:, j] - mu) / sig) ** 2
                 g, = torch.autograd.grad(c.sum(), x)
@@ -158,13 +216,12 @@ class Likelihood:
         return m.numpy(), dm.numpy()
 
     def fisher(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(m (P,), J (32, P), F (ndim, ndim)): the Fisher matrix Jᵀ C⁻¹ J over the free
+        """(m (P,), J (32, P), F (ndim, ndim)): the Fisher matrix J C⁻¹ Jᵀ over the free
         labels and the good pixels, plus the Gaussian priors' 1/σ². m and J cover every
         pixel (undefined, NaN, where the observation is masked)."""
         m, jac = self.jacobian(labels)
-        w = self._w.numpy()
         jf = jac[self.free][:, self.good]
-        F = (jf * w) @ jf.T
+        F = self.cinv(jf) @ jf.T
         for j, _, sig in self._prior_free:
             F[j, j] += 1.0 / sig**2
         return m, jac, F

@@ -202,14 +202,14 @@ def levenberg_marquardt(lik: Likelihood, theta0: np.ndarray, lo: np.ndarray, hi:
     """
     theta = np.clip(np.asarray(theta0, float), lo, hi)
     good = lik.good
-    y, w = lik.prep.y[good], lik.prep.ivar_y[good]
+    y = lik.prep.y[good]
     m, jac, F = lik.fisher(lik.full(theta)[0])
     fun = lik.data_chi2(m) + float(lik.prior_chi2(theta)[0])
     lam, it = 1e-3, 0
     for it in range(1, max_iter + 1):
         check_cancel(lik.cancel)
         jf = jac[lik.free][:, good]
-        g = (jf * w) @ (y - m[good])
+        g = jf @ lik.cinv(y - m[good])
         for j, mu, sig in lik._prior_free:
             g[j] -= (theta[j] - mu) / sig**2
         improved = False

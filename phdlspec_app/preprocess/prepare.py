@@ -74,15 +74,23 @@ class Prepared:
     meta: dict = field(default_factory=dict)
     #: the observation's own inverse variance of ``y`` once :meth:`with_model_error` added the model's
     ivar_y_obs: np.ndarray | None = None
+    #: (K, P) correlated part of the model error, flux units on the model grid: the model's error
+    #: covariance is ``model_basis.T @ model_basis`` (+ the diagonal already in ``ivar_y``); None: none
+    model_basis: np.ndarray | None = None
 
     @property
     def n_good(self) -> int:
         return int(self.good.sum())
 
-    def with_model_error(self, sigma) -> "Prepared":
+    def with_model_error(self, sigma, basis=None) -> "Prepared":
         """A copy whose ``ivar_y`` also counts the model's own error ``sigma`` ((P,) 1-sigma,
         normalized flux): 1/ivar_y -> 1/ivar_y + sigma^2 on the good pixels. The
-        observation's own is kept in ``ivar_y_obs``; ``snr`` stays the data's."""
+        observation's own is kept in ``ivar_y_obs``; ``snr`` stays the data's.
+
+        ``basis`` ((K, P), optional): the correlated part of the model error (covariance
+        ``basis.T @ basis``, in model flux), kept as ``model_basis`` for the likelihood,
+        which carries it through the LSF and the pseudo-continuum. ``sigma`` is then the
+        uncorrelated remainder only (see ``emulator.model_error.error_basis``)."""
         from dataclasses import replace
 
         sigma = np.asarray(sigma, float)
@@ -97,7 +105,12 @@ class Prepared:
                 "model_error": {"median": float(np.median(sigma[g])),
                                 "variance_fraction": float(np.median(sigma[g] ** 2 * self.ivar_y[g] /
                                                                      (1.0 + sigma[g] ** 2 * self.ivar_y[g])))}}
-        return replace(self, ivar_y=iv, info=info, ivar_y_obs=self.ivar_y)
+        if basis is not None:
+            basis = np.asarray(basis, float)
+            if basis.ndim != 2 or basis.shape[1] != self.ivar_y.size:
+                raise ValueError(f"model error basis has shape {basis.shape}, expected (K, {self.ivar_y.size})")
+            info["model_error"]["basis_rank"] = int(basis.shape[0])
+        return replace(self, ivar_y=iv, info=info, ivar_y_obs=self.ivar_y, model_basis=basis)
 
     def model_observable(self, flux):
         """Model flux (..., P) (numpy or torch) → what is compared with ``y``:
