@@ -16,6 +16,7 @@ import argparse
 import collections
 import csv
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     rows = read_results(args.output)
     fitted = [r for r in rows if not r.get("error")]
     refused = [r for r in rows if r.get("error")]
-    flags = collections.Counter(f.split(":")[0] for r in fitted for f in str(r.get("flags") or "").split(",") if f)
+    flags = collections.Counter(f.split(":")[0] for r in fitted for f in re.split(r"[;,]", str(r.get("flags") or "")) if f)
     chi2 = np.array([float(r["chi2_reduced"]) for r in fitted])
     snr = np.array([float(r["snr"]) for r in fitted])
     out = {"files": len(files), "rows": len(rows), "exit_code": rc, "fitted": len(fitted),

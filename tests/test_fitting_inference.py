@@ -78,6 +78,19 @@ def test_fixed_labels_and_priors(emu):
         fit_spectrum(s, emu, priors={"logg": (4.3, 0.0)})
 
 
+def test_domain_flags_say_whether_the_atmosphere_is_outside(emu):
+    """An [X/Fe] held outside its training window flags the fit out_of_domain with that label
+    in info['domain_violations']; only a Teff/logg/[Fe/H]/vmic outside adds the atmosphere flag."""
+    s = noisy_spectrum(emu, TRUTH, 50, seed=32)
+    xfe = fit_spectrum(s, emu, fix={**QUICK_FIX, "ni_fe": 0.9}, seed=3, cmaes_evals=300, polish=False)
+    assert "out_of_domain" in xfe.flags and "ni_fe" in xfe.info["domain_violations"]
+    assert not any(f.startswith("out_of_domain_atmosphere") for f in xfe.flags)
+    hot = fit_spectrum(s, emu, fix={**QUICK_FIX, "teff": 7500.0}, seed=3, cmaes_evals=300, polish=False)
+    assert "out_of_domain" in hot.flags and "out_of_domain_atmosphere:teff" in hot.flags
+    ok = fit_spectrum(s, emu, fix=QUICK_FIX, seed=3, cmaes_evals=300, polish=False)
+    assert ok.info["domain_violations"] == [] and "out_of_domain" not in ok.flags
+
+
 def test_deterministic_given_a_seed(emu):
     s = noisy_spectrum(emu, TRUTH, 40, seed=41)
     a = fit_spectrum(s, emu, fix=QUICK_FIX, seed=7, cmaes_evals=400, polish=False)

@@ -40,13 +40,17 @@ FLAGS = {
     "partial_coverage": "the spectrum covers less than 90 % of the model's wavelength range",
     "many_masked_pixels": "more than 30 % of the covered pixels are masked",
     "low_snr": "median S/N per pixel below 10",
-    "out_of_domain": "the best fit lies outside the emulator's training domain (values are extrapolations)",
+    "out_of_domain": "the best fit lies outside the emulator's training domain (values are extrapolations); "
+                     "the labels outside are in the result's info['domain_violations']",
+    "out_of_domain_atmosphere:<labels>": "Teff, log g, [Fe/H] or vmic itself is outside the training domain, so "
+                                         "every label is an extrapolation (without it only some [X/Fe] are)",
     "at_bound:<label>": "the optimum sits on the edge of the search box for this label",
     "poor_fit": "reduced chi2 above 3: the model does not describe the spectrum",
     "mcmc_not_converged": "the chain stopped at the step cap before 50 autocorrelation times",
     "unconstrained:<labels>": "abundances the spectrum cannot constrain (reported as NaN)",
 }
 _IDX = {n: i for i, n in enumerate(L.label_names())}
+_ATMOSPHERE = ("teff", "logg", "fe_h", "vmic")
 
 
 def parse_fix(items) -> dict[str, float]:
@@ -259,8 +263,17 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     chi2 = lik.data_chi2(model)
     chi2_red = chi2 / lik.dof
     flags = list(prep.flags)
-    if not bool(np.asarray(emu.in_domain(best[None]))[0]):
+    if hasattr(emu, "domain_violations"):
+        outside = list(emu.domain_violations(best[None])[0])
+    else:
+        outside = [] if bool(np.asarray(emu.in_domain(best[None]))[0]) else ["?"]
+    if outside:
         flags.append("out_of_domain")
+        # an [X/Fe] outside its training window is common on real spectra and touches that
+        # element only; the atmosphere outside the domain makes every label an extrapolation
+        atm = [n for n in outside if n in _ATMOSPHERE]
+        if atm:
+            flags.append("out_of_domain_atmosphere:" + ",".join(atm))
     span = hi - lo
     for j, i in enumerate(free):
         name = L.LABELS[i].name
@@ -281,7 +294,8 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     timings["total"] = time.perf_counter() - t0
     say("done", 1.0)
     info = {**prep.info, "rv_guess": guess["rv"], "template": guess["template"], "cmaes_evals": cm["evals"],
-            "cmaes_runs": cm["runs"], "polish_iterations": lm["iterations"], "emulator_evals": lik.n_evals}
+            "cmaes_runs": cm["runs"], "polish_iterations": lm["iterations"], "emulator_evals": lik.n_evals,
+            "domain_violations": outside}
     return FitResult(
         labels=L.to_dict(best), err_lo=err_lo_d, err_hi=err_hi_d, method=method, chi2=chi2,
         chi2_reduced=float(chi2_red), n_pixels=prep.n_good, n_free=lik.ndim, snr=prep.snr, flags=flags,
