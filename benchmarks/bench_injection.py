@@ -77,7 +77,8 @@ def main(argv=None) -> int:
 
         class _LeaveOneOut:  # (rest, basis) from every held-out residual but star i's, made when asked
             def __getitem__(self, i):
-                return tuple(reversed(error_basis(np.delete(res, i, axis=0))))
+                basis, rest = error_basis(np.delete(res, i, axis=0))
+                return rest, basis
 
         sigma = _LeaveOneOut()
     out = {"grid": args.grid, "model_error": args.model_error, "model": str(args.model or "default"), "n": n, "method": args.method, "by_snr": {}}

@@ -333,9 +333,9 @@ class LiveModel(param.Parameterized):
         if not n:
             self.quality_pane.param.update(object="", visible=False)
             return
-        if obs.model_sigma is None:
+        if obs.prepared.ivar_y_obs is None:
             what = "data noise"
-        elif getattr(obs.prepared, "model_basis", None) is not None:
+        elif obs.prepared.model_basis is not None:
             what = "data noise and the emulator's error spectrum, its correlated part included"
         else:
             what = "data noise and the emulator's error spectrum"

@@ -32,29 +32,18 @@ class Observation:
     #: LSF matching and pseudo-continuum); None: compare the model as it is
     model_transform: object = None
     fit_refusal: str = ""  # why the fitting layer refused the spectrum ('' when it did not)
-    #: the emulator's own 1-sigma error (normalized flux) on the same pixels, or None; the fit
-    #: adds it to the noise variance, so :meth:`chi2` does too
-    model_sigma: np.ndarray | None = None
-    #: the fitting layer's Prepared spectrum, model error included (None off the model grid)
+    #: the fitting layer's Prepared spectrum, the emulator's error included when it was given
+    #: (None off the model grid)
     prepared: object = None
-    #: a fitting Likelihood on ``prepared`` (set by the live model): then :meth:`chi2` is the
-    #: fit's own, the correlated part of the model error included
+    #: a fitting Likelihood on ``prepared`` (set by the live model), for :meth:`chi2`
     likelihood: object = None
 
     def chi2(self, model) -> tuple[float, int]:
-        """(chi^2, number of pixels) of ``model`` (W,) against this observation over the pixels
-        with a finite flux and error; the variance is sigma^2 + model_sigma^2 (and the model
-        error's correlated part, through ``likelihood``), as in the fit."""
-        model = np.asarray(model, float)
-        if self.likelihood is not None:
-            return float(self.likelihood.data_chi2(model)), int(self.likelihood.good.sum())
-        var = self.sigma**2
-        if self.model_sigma is not None:
-            var = var + np.asarray(self.model_sigma, float) ** 2
-        ok = np.isfinite(self.flux) & np.isfinite(var) & (var > 0) & np.isfinite(model)
-        if not ok.any():
+        """(chi^2, number of pixels) of the model observable ``model`` (W,): the fit's own
+        (``Likelihood.data_chi2``, the model error included); (nan, 0) without a likelihood."""
+        if self.likelihood is None:
             return float("nan"), 0
-        return float(np.sum((self.flux[ok] - model[ok]) ** 2 / var[ok])), int(ok.sum())
+        return float(self.likelihood.data_chi2(np.asarray(model, float))), int(self.likelihood.good.sum())
 
     @property
     def note(self) -> str:
@@ -113,7 +102,7 @@ def prepare_observation(spec, model_wavelength=None, model_resolution: float = 1
 
     ``model_error``: the emulator's error spectrum ((P,) on ``model_wavelength``, normalized
     flux), or (sigma, basis) with its correlated part (``fitting.fit.model_error_terms``),
-    kept in ``Observation.prepared``/``model_sigma`` so that the live chi^2 is the fit's.
+    kept in ``Observation.prepared`` so that the live chi^2 is the fit's.
     The error bars shown stay the data's own."""
     refusal = ""
     if model_wavelength is not None:
@@ -130,16 +119,12 @@ def prepare_observation(spec, model_wavelength=None, model_resolution: float = 1
                 y = np.asarray(prep.y, float)
                 ivar = np.where(good, np.asarray(prep.ivar_y, float), 0.0)
                 shown = Spectrum(prep.wavelength, y, ivar, ~good, dict(spec.meta))
-                msig, basis = (model_error if isinstance(model_error, tuple) else (model_error, None))
-                if msig is not None:
-                    msig = np.asarray(msig, float)
-                    if msig.shape != y.shape:
-                        raise ValueError(f"model error has shape {msig.shape}, the model grid {y.shape}")
-                    prep = prep.with_model_error(msig, basis)
+                sigma, basis = model_error if isinstance(model_error, tuple) else (model_error, None)
+                if sigma is not None:
+                    prep = prep.with_model_error(sigma, basis)
                 return Observation(shown.wavelength, np.where(good, y, np.nan),
                                    np.where(good & (ivar > 0), 1 / np.sqrt(np.where(ivar > 0, ivar, 1)), np.nan),
-                                   ~good, "fitting", shown, prep.model_observable, model_sigma=msig,
-                                   prepared=prep)
+                                   ~good, "fitting", shown, prep.model_observable, prepared=prep)
     if _looks_normalized(spec):
         how = "file"
     else:

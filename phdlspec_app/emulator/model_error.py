@@ -63,8 +63,7 @@ def projection_remainder(r: np.ndarray) -> np.ndarray:
     return out
 
 
-def error_basis(r: np.ndarray, floor: float = 1e-4, remainder: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def error_basis(r: np.ndarray, floor: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
     """The model error of held-out residuals ``r`` (N, W) as (basis (N, W), rest (W,)):
     covariance ``basis.T @ basis + diag(rest**2)``, normalized flux.
 
@@ -72,13 +71,12 @@ def error_basis(r: np.ndarray, floor: float = 1e-4, remainder: np.ndarray | None
     total variance s^2 = mean r^2), the basis is r / sqrt(N) scaled per pixel by
     sqrt(1 - rest^2 / s^2), so that the covariance's diagonal is s^2: purely diagonal when
     the residuals are independent between pixels, the full sample covariance when they
-    lie in a few shared shapes. ``remainder`` may be given (computed on a larger set)."""
+    lie in a few shared shapes."""
     r = np.nan_to_num(np.asarray(r, float))
     n = len(r)
     if n < 10:
         raise ValueError(f"need at least 10 held-out spectra for the model error basis, got {n}")
     s2 = np.maximum((r**2).mean(0), floor**2)
-    rem = projection_remainder(r) if remainder is None else np.asarray(remainder, float)
-    rest2 = np.clip((rem**2).mean(0), floor**2, s2)
+    rest2 = np.clip((projection_remainder(r) ** 2).mean(0), floor**2, s2)
     scale = np.sqrt(np.clip(1.0 - rest2 / s2, 0.0, 1.0))
     return r / np.sqrt(n) * scale[None], np.sqrt(rest2)

@@ -74,9 +74,8 @@ class Likelihood:
 
     def linearize_model_error(self, labels: np.ndarray) -> None:
         """Carry the model error basis (``prep.model_basis``) through the star's ``vbroad``
-        and ``rv``, the LSF and the
-        pseudo-continuum at ``labels`` (32,): d(b/C[b]) = db/C[b] − b C[db]/C[b]², and
-        set the Woodbury factor A = L⁻¹ V W with L Lᵀ = I + V W Vᵀ. No-op without a basis."""
+        and ``rv``, the LSF and the pseudo-continuum at ``labels`` (32,)
+        (:meth:`_observable_response`), and set the Woodbury factor A = L⁻¹ V W with L Lᵀ = I + V W Vᵀ. No-op without a basis."""
         U = getattr(self.prep, "model_basis", None)
         if U is None:
             return
@@ -89,11 +88,7 @@ class Likelihood:
         k = U.shape[0]
         U = broaden_and_shift(U, torch.full((k,), labels[_VBROAD], dtype=torch.float64),
                               torch.full((k,), labels[_RV], dtype=torch.float64))
-        bm, cont = self.prep.broaden_model, self.prep.continuum
-        b = bm.apply(f)[0]
-        db = bm.apply(U)
-        cb = cont(b)
-        V = (db / cb - b * cont(db) / cb**2)[:, self._gi]  # (K, Pg)
+        V = self._observable_response(f, U)[1][:, self._gi]  # (K, Pg)
         VW = V * self._w
         M = torch.eye(V.shape[0], dtype=torch.float64) + VW @ V.T
         Lc = torch.linalg.cholesky(M)
@@ -206,14 +201,18 @@ class Likelihood:
         lab = np.asarray(labels, float)[None]
         f = torch.as_tensor(np.asarray(self.emu(lab), dtype=np.float64)).reshape(1, -1)
         j = torch.as_tensor(np.asarray(self.emu.jacobian(lab), dtype=np.float64)).reshape(-1, f.shape[-1])
-        bm = self.prep.broaden_model
-        b, db = bm.apply(f)[0], bm.apply(j)
-        cont = self.prep.continuum
-        cb = cont(b)
-        m = b / cb
-        dm = db / cb - b * cont(db) / cb**2
+        m, dm = self._observable_response(f, j)
         self.n_evals += 1
         return m.numpy(), dm.numpy()
+
+    def _observable_response(self, f: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model observable m (P,) of flux ``f`` (1, P) and its linear response to flux
+        perturbations ``d`` (K, P), through the LSF and the pseudo-continuum:
+        d(b/C[b]) = db/C[b] − b C[db]/C[b]²."""
+        bm, cont = self.prep.broaden_model, self.prep.continuum
+        b, db = bm.apply(f)[0], bm.apply(d)
+        cb = cont(b)
+        return b / cb, db / cb - b * cont(db) / cb**2
 
     def fisher(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(m (P,), J (32, P), F (ndim, ndim)): the Fisher matrix J C⁻¹ Jᵀ over the free
