@@ -15,12 +15,33 @@ folder.
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from phdlspec_app.io.airvac import air_to_vacuum, vacuum_to_air
 from phdlspec_app.physics.constants import amu, k_B
+from phdlspec_app.physics.line_absorption import prepare_lines
 
-__all__ = ["sme_normalized_spectrum", "sme_linelist_frame", "hydrogen_lines_for_sme", "sme_inputs"]
+__all__ = ["sme_normalized_spectrum", "sme_linelist_frame", "hydrogen_lines_for_sme", "sme_inputs",
+           "use_sme_hydrogen_physics"]
+
+
+def use_sme_hydrogen_physics():
+    """Give our engine SME's hydrogen physics for a like-with-like comparison: no Hummer &
+    Mihalas (1988) occupation probabilities in the Balmer/Paschen lines and no dissolved-level
+    H I bound-free opacity redward of the series limits (SMElib 6.13 has neither). Our
+    default keeps both, as Korg.jl and Turbospectrum (HBOP) do; the difference is confined
+    to the last ~300 A before the Balmer and Paschen limits (BENCHMARKS.md). Patches the
+    module functions for the rest of the process: benchmarks only."""
+    import functools
+
+    import phdlspec_app.physics.continuum_absorption as CA
+    import phdlspec_app.physics.hydrogen_lines as H
+
+    H.hydrogen_line_absorption = functools.partial(H.hydrogen_line_absorption, use_mhd=False)
+    H.hydrogen_line_partials = functools.partial(H.hydrogen_line_partials, use_mhd=False)
+    CA.hydrogen_bf = functools.partial(CA.hydrogen_bf, level_dissolution=False)
 
 
 def sme_inputs(synthesizer, labels):
@@ -34,40 +55,59 @@ def sme_inputs(synthesizer, labels):
     return {k: getattr(atm, k).detach().numpy() for k in ("rhox", "T", "P", "ne")}, A
 
 _ROMAN = {"I": 1, "II": 2, "III": 3}
+# Molecules of our line lists that SME's EOS (SMElib 6.13) also carries; SME names a
+# molecular species like a neutral atom ("CH 1"). Its EOS solves their equilibrium with
+# its own partition functions and dissociation constants, so the comparison covers our
+# molecular equilibrium as well as the lines.
+SME_MOLECULES = ("CH", "CN", "C2", "MgH", "TiO", "NH", "OH", "CO")
+# log gamma6 at 1e4 K that our line absorption gives molecular lines the list leaves without one
+MOLECULE_LOG_GAMMA6 = inspect.signature(prepare_lines).parameters["molecule_log_gamma6"].default
 
 
-def _sme_species(name: str) -> str | None:
+def _sme_species(name: str, molecules: bool = True) -> str | None:
     parts = name.split()
     if len(parts) == 2 and parts[1] in _ROMAN:
         return f"{parts[0]} {_ROMAN[parts[1]]}"
-    return None  # molecules are not passed to SME here
+    if molecules and name in SME_MOLECULES:
+        return f"{name} 1"
+    return None
 
 
-def sme_linelist_frame(ll, wl_min_vac: float, wl_max_vac: float):
+def sme_linelist_frame(ll, wl_min_vac: float, wl_max_vac: float, molecules: bool = True):
     """Our LineList (vacuum, physical damping units) → a pandas DataFrame in SME's
-    short format (air wavelengths; log10 damping constants; 0 = SME's default)."""
+    short format (air wavelengths; log10 damping constants; 0 = SME's default).
+
+    Molecular lines (``SME_MOLECULES``) go in unless ``molecules`` is False; their gf
+    already carries the isotopic fraction (see ``linelists.species``), and SME applies
+    none of its own."""
     import pandas as pd
 
     sel = (ll.wavelength >= wl_min_vac) & (ll.wavelength <= wl_max_vac)
     rows = []
     for i in np.flatnonzero(sel):
-        sp = _sme_species(str(ll.species[i]))
+        sp = _sme_species(str(ll.species[i]), molecules)
         if sp is None:
             continue
         grad = ll.gamma_rad[i]
         gq = ll.gamma_stark[i]
+        molecule = int(ll.Z[i]) == 0
         if np.isfinite(ll.abo_sigma[i]):
             # SME's packed ABO convention: integer part sigma (a0^2), fraction alpha
             gvw = float(np.floor(ll.abo_sigma[i]) + ll.abo_alpha[i])
         elif np.isfinite(ll.vdw_log_gamma6[i]):
             gvw = float(ll.vdw_log_gamma6[i])
+        elif molecule:
+            gvw = MOLECULE_LOG_GAMMA6  # what our engine gives a molecular line without one
         else:
             gvw = 0.0
+        if molecule:
+            gqst = -20.0  # our engine gives molecular lines no Stark broadening; SME's 0 means Cowley's
+        else:
+            gqst = float(np.log10(gq)) if np.isfinite(gq) and gq > 0 else 0.0
         rows.append(dict(species=sp, wlcent=float(vacuum_to_air(ll.wavelength[i])), excit=float(ll.E_lower[i]),
                          gflog=float(ll.log_gf[i]),
                          gamrad=float(np.log10(grad)) if np.isfinite(grad) and grad > 0 else 0.0,
-                         gamqst=float(np.log10(gq)) if np.isfinite(gq) and gq > 0 else 0.0,
-                         gamvw=gvw, atom_number=1.0, ionization=float(sp.split()[1])))
+                         gamqst=gqst, gamvw=gvw, atom_number=1.0, ionization=float(sp.split()[1])))
     return pd.DataFrame(rows)
 
 

@@ -1,14 +1,17 @@
 """Validation 2: differential spectra d flux / d[X/H] against SME finite differences.
 
-For the Sun and each window, both codes change the abundance of one element by +-0.1 dex
-at a fixed atmosphere (our atmosnet solar model) and everything else equal; the central
+For each star (the Sun, the K giant and the metal-poor turnoff star of validation 1) and
+each window, both codes change the abundance of one element by +-0.1 dex at a fixed
+atmosphere (our atmosnet model of the star) and everything else equal; the central
 differences at R = 1800 on the LAMOST pixels of the window are compared by cosine
 similarity and by the ratio of their norms. Our finite differences equal our
 forward-mode AD derivatives (tests/test_differential.py: cosine >= 0.999), so this checks
-the physics of the prior. Line list: atomic lines only (SME is not given molecules), so
-carbon is represented by its atomic lines alone here.
+the physics of the prior. Line list: atomic, hydrogen and molecular lines (CH, CN, C2,
+MgH, TiO, NH, OH), so that carbon's response is its molecular bands as in a real star;
+``--atoms-only`` drops the molecules from both codes.
 
     HOME=/tmp/smehome python benchmarks/validate_differential.py [--elements Mg,Ca,Fe,Ti,C]
+        [--stars sun,giant,mp] [--atoms-only]
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from phdlspec_app.physics.atomic_data import atomic_number  # noqa: E402
 from phdlspec_app.physics.linelist import load_default_linelist  # noqa: E402
 from phdlspec_app.physics.lsf import degrade, lamost_wavelength  # noqa: E402
 
-from validate_sme import DEFAULT_WINDOWS  # noqa: E402
+from validate_sme import DEFAULT_WINDOWS, STARS  # noqa: E402
 
 
 def ours(syn, lab, Z, delta, wl_out):
@@ -57,13 +60,22 @@ def main():
     ap.add_argument("--elements", default="Mg,Ca,Fe,Ti,C")
     ap.add_argument("--windows", default=",".join(f"{a}-{b}" for a, b in DEFAULT_WINDOWS))
     ap.add_argument("--step", type=float, default=0.1, help="dex")
+    ap.add_argument("--stars", default="sun")
+    ap.add_argument("--atoms-only", action="store_true", help="drop the molecular lines from both codes")
+    ap.add_argument("--no-level-dissolution", action="store_true",
+                    help="give our engine SME's hydrogen physics (sme_reference.use_sme_hydrogen_physics)")
     args = ap.parse_args()
+    if args.no_level_dissolution:
+        from sme_reference import use_sme_hydrogen_physics
+
+        use_sme_hydrogen_physics()
     ll = load_default_linelist()
-    ll = ll[np.asarray(ll.Z) > 0]
-    lab = torch.tensor(L.to_vector({"teff": 5777, "logg": 4.44, "fe_h": 0.0, "vmic": 1.0, "vbroad": 0.0}))
+    if args.atoms_only:
+        ll = ll[np.asarray(ll.Z) > 0]
     h = args.step
     results = []
-    for w in args.windows.split(","):
+    for star, w in ((s, w) for s in args.stars.split(",") for w in args.windows.split(",")):
+        lab = torch.tensor(L.to_vector({**STARS[star], "vbroad": 0.0}), dtype=torch.float64)
         lo, hi = (float(x) for x in w.split("-"))
         syn = synthesize.Synthesizer(linelist=ll, wl_range=(lo - 15, hi + 15))
         wl_out = lamost_wavelength()
@@ -81,7 +93,8 @@ def main():
                     for s in (+h, -h):
                         A2 = A.copy()
                         A2[Z] += s
-                        wv, fl = sme_normalized_spectrum(atm_np, A2, 1.0, ll, lo - 15, hi + 15)
+                        wv, fl = sme_normalized_spectrum(atm_np, A2, float(lab[2]), ll, lo - 15, hi + 15,
+                                                         teff=float(lab[0]), logg=float(lab[1]))
                         on = torch.as_tensor(np.interp(hr.wavelength, wv, fl))
                         sme.append(degrade(on, hr.wavelength, 1800.0, 0.0, 0.0, wl_out).numpy())
                 finally:
@@ -89,7 +102,7 @@ def main():
             d_sme = (sme[0] - sme[1]) / (2 * h)
             na, nb = np.linalg.norm(d_ours), np.linalg.norm(d_sme)
             cos = float(d_ours @ d_sme / (na * nb)) if na > 0 and nb > 0 else float("nan")
-            rec = {"window": w, "element": el, "cosine": round(cos, 4), "norm_ratio_ours_over_sme": round(float(na / nb), 3) if nb > 0 else None,
+            rec = {"star": star, "window": w, "element": el, "cosine": round(cos, 4), "norm_ratio_ours_over_sme": round(float(na / nb), 3) if nb > 0 else None,
                    "max_abs_ours_per_dex": round(float(np.abs(d_ours).max()), 4), "max_abs_sme_per_dex": round(float(np.abs(d_sme).max()), 4)}
             results.append(rec)
             print(json.dumps(rec), flush=True)

@@ -1,7 +1,10 @@
 """Validation 1 of the ab initio engine: our synthesis against SME with the same inputs.
 
 For each star and window, both codes get the same atmosphere (atmosnet), abundances
-(Asplund 2009 scaled by the labels), microturbulence and line list; both outputs are
+(Asplund 2009 scaled by the labels), microturbulence and line list — atomic lines and
+the molecular lines of CH, CN, C2, MgH, TiO, NH and OH, whose number densities each code
+takes from its own molecular equilibrium (``--atoms-only`` leaves the molecules out of
+both); both outputs are
 put on the same fine ln-lambda grid and convolved with *our* LSF (R = 1800), then
 compared on the LAMOST pixels inside the window (minus the LSF margins).
 Prints one JSON object per window and a summary.
@@ -77,7 +80,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--windows", default=",".join(f"{a}-{b}" for a, b in DEFAULT_WINDOWS))
     ap.add_argument("--stars", default="sun,giant,mp")
-    ap.add_argument("--atoms-only", action="store_true", help="drop molecular lines (SME gets atoms only anyway)")
+    ap.add_argument("--atoms-only", action="store_true", help="drop the molecular lines from both codes")
     ap.add_argument("--no-hydrogen", action="store_true")
     ap.add_argument("--plot", help="folder for PNG overlays")
     ap.add_argument("--no-level-dissolution", action="store_true",
@@ -85,15 +88,12 @@ def main():
                          "dissolution in the H I bound-free continuum (what SME does)")
     args = ap.parse_args()
     if args.no_level_dissolution:
-        import functools
+        from sme_reference import use_sme_hydrogen_physics
 
-        import phdlspec_app.physics.continuum_absorption as CA
-        import phdlspec_app.physics.hydrogen_lines as H
-
-        H.hydrogen_line_absorption = functools.partial(H.hydrogen_line_absorption, use_mhd=False)
-        CA.hydrogen_bf = functools.partial(CA.hydrogen_bf, level_dissolution=False)
+        use_sme_hydrogen_physics()
     ll = load_default_linelist()
-    ll = ll[np.asarray(ll.Z) > 0]
+    if args.atoms_only:
+        ll = ll[np.asarray(ll.Z) > 0]
     windows = [tuple(float(x) for x in w.split("-")) for w in args.windows.split(",")]
     results = []
     for star in args.stars.split(","):

@@ -1,11 +1,12 @@
 """Validation 4: the Sun over the whole LAMOST range against SME, and equivalent widths.
 
 Both codes get the atmosnet solar model, Asplund 2009, vmic = 1 km/s, the linemake
-atomic lines and the Balmer/Paschen lines (SME: same gf); both are convolved with our
+atomic and molecular lines (CH, CN, C2, MgH, TiO, NH, OH; ``--atoms-only`` drops them) and
+the Balmer/Paschen lines (SME: same gf); both are convolved with our
 R = 1800 LSF and compared on the LAMOST grid. Equivalent widths (mA) of Na D, Mg b,
 Ca II 8544 and H-alpha are integrated over fixed windows of the R = 1800 spectra.
 
-    HOME=/tmp/smehome python benchmarks/validate_sun.py [--chunk 500]
+    HOME=/tmp/smehome python benchmarks/validate_sun.py [--chunk 500] [--no-level-dissolution] [--atoms-only]
 """
 from __future__ import annotations
 
@@ -48,10 +49,18 @@ def main():
     ap.add_argument("--wl-min", type=float, default=3700.0)
     ap.add_argument("--wl-max", type=float, default=9100.0)
     ap.add_argument("--plot", help="PNG of both spectra and the difference")
+    ap.add_argument("--no-level-dissolution", action="store_true",
+                    help="give our engine SME's hydrogen physics (sme_reference.use_sme_hydrogen_physics)")
+    ap.add_argument("--atoms-only", action="store_true", help="drop the molecular lines from both codes")
     args = ap.parse_args()
     lab = torch.tensor(L.to_vector({"teff": 5777, "logg": 4.44, "fe_h": 0.0, "vmic": 1.0, "vbroad": 0.0}))
     ll = load_default_linelist()
-    ll = ll[np.asarray(ll.Z) > 0]
+    if args.atoms_only:
+        ll = ll[np.asarray(ll.Z) > 0]
+    if args.no_level_dissolution:
+        from sme_reference import use_sme_hydrogen_physics
+
+        use_sme_hydrogen_physics()
     lo, hi = args.wl_min, args.wl_max
     syn = Synthesizer(linelist=ll, wl_range=(lo - 40, hi + 40))
     t0 = time.perf_counter()

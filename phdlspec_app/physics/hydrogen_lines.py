@@ -217,11 +217,11 @@ def _abo_shape(lo_n, up_n, lam0, lam, T, nH, xi):
     return (lam0_cm**2 / C.c / (math.sqrt(math.pi) * d))[:, None] * H
 
 
-def _transitions_in(wl_np, series, window, n_upper_max):
+def _transitions_in(wl_np, series, window, n_upper_max, n_upper_min=1):
     lowers = {_SERIES[s.lower()] for s in series}
     for tr in hydrogen_transitions():
         lo_n, up_n = tr["lower"], tr["upper"]
-        if lo_n not in lowers or up_n > n_upper_max:
+        if lo_n not in lowers or not n_upper_min <= up_n <= n_upper_max:
             continue
         lam0 = vacuum_wavelength(lo_n, up_n)
         i0 = int(np.searchsorted(wl_np, lam0 - window, side="left"))
@@ -247,19 +247,20 @@ def _layer_inputs(wl, atm, eos, vmic_kms):
 
 
 def hydrogen_line_absorption(wl, atm, eos, *, series=("balmer", "paschen"), vmic_kms=1.0,
-                             window=150.0, use_mhd=True, n_upper_max=30, cache=None):
+                             window=150.0, use_mhd=True, n_upper_max=30, n_upper_min=1, cache=None):
     """Opacity (cm⁻¹) of the H I Balmer/Paschen lines on ``wl`` (Å, vacuum, sorted):
     shape (…, L, W). ``atm``: ``T``, ``ne`` (…, L); ``eos``: ``atoms``/``U`` (…, L, 93, 3)
     (H I = [..., 1, 0], He I = [..., 2, 0]). ``vmic_kms`` only enters the Doppler width of
     the Hα–Hγ self-broadening component (the Stark tables already include thermal
     Doppler broadening). ``window``: half width (Å) around each line centre.
     ``cache``: a dict the caller keeps for one star (same ``atm``, ``eos``) across calls on
-    different wavelength chunks; per-layer quantities are then computed once per transition."""
+    different wavelength chunks; per-layer quantities are then computed once per transition.
+    ``n_upper_min``/``n_upper_max``: only the transitions whose upper level is in this range."""
     batch, N, wl_t, wl_np, Tf, ne, nH, nHe, UH, xi = _layer_inputs(wl, atm, eos, vmic_kms)
     W = wl_np.size
     dev = Tf.device
     out = torch.zeros(N, W, dtype=torch.float64, device=dev)
-    for tr, lam0, i0, i1 in _transitions_in(wl_np, series, window, n_upper_max):
+    for tr, lam0, i0, i1 in _transitions_in(wl_np, series, window, n_upper_max, n_upper_min):
         lo_n, up_n = tr["lower"], tr["upper"]
         lam = wl_t[i0:i1]
         skey = ("strength", lo_n, up_n, use_mhd)
@@ -294,7 +295,7 @@ def _diag_partials(f, prim, which):
 
 
 def hydrogen_line_partials(wl, T, ne, nH, nHe, UH, vmic_kms, *, series=("balmer", "paschen"),
-                           window=150.0, use_mhd=True, n_upper_max=30):
+                           window=150.0, use_mhd=True, n_upper_max=30, n_upper_min=1):
     """α_H (L, W) as :func:`hydrogen_line_absorption` for one star (layer quantities (L,)
     tensors: T, n_e, n(H I), n(He I), U(H I), ξ in km/s) and its partial derivatives
     (6, L, W) w.r.t. each layer's own quantities in the order of :data:`PARTIAL_VARS` (α_H
@@ -313,7 +314,7 @@ def hydrogen_line_partials(wl, T, ne, nH, nHe, UH, vmic_kms, *, series=("balmer"
     W = wl_np.size
     out = torch.zeros(N, W, dtype=torch.float64, device=dev)
     dout = torch.zeros(6, N, W, dtype=torch.float64, device=dev)
-    for tr, lam0, i0, i1 in _transitions_in(wl_np, series, window, n_upper_max):
+    for tr, lam0, i0, i1 in _transitions_in(wl_np, series, window, n_upper_max, n_upper_min):
         lo_n, up_n = tr["lower"], tr["upper"]
         lam = wl_t[i0:i1]
         nu0 = C.c / (lam0 * 1e-8)

@@ -641,6 +641,9 @@ def _make_plan(st, wl_t, wl_np, lay, N, alpha_cont, threshold, cutoff, max_windo
             while e - s > 1 and (e - s) * max(int(k_np[e - 1]), 2) * N > chunk_elements:
                 e = s + max(1, (e - s) // 2)
             sl = np.arange(s, e)
+            # the rows of one species together: contract_line_tangents then takes one matrix
+            # product per species over a contiguous block (no gather or scatter copies)
+            sl = sl[np.argsort(st_sel.sidx[r_np[sl]], kind="stable")]
             cnt = k_np[sl]
             if e - s == 1:                  # ≥ 2 rows and columns: one compiled graph
                 sl = np.concatenate([sl, sl])
@@ -733,16 +736,16 @@ def contract_line_tangents(plan: _Plan, lay: dict, lay_tan: dict, G: torch.Tenso
         y = _run("con", use_compile, G, idx, dl, mask, amp[rows][:, None, :],
                  sigma[rows][:, None, :], gamma[rows][:, None, :], Q[rows][:, None],
                  wing).reshape(B, Kp * (1 + V) * N)
-        # one matrix product per species present in this kernel chunk
-        sp, order = torch.sort(s_t[rows], stable=True)
-        uniq, counts = torch.unique_consecutive(sp, return_counts=True)
-        contrib = torch.empty(B, Kp, K, dtype=torch.float64, device=dev)
+        # one matrix product per species present in this kernel chunk (the plan keeps each
+        # species' rows contiguous, so every operand is a view)
+        uniq, counts = torch.unique_consecutive(s_t[rows], return_counts=True)
+        contrib = torch.empty(B * Kp, K, dtype=torch.float64, device=dev)
         b0 = 0
         for s_, n_ in zip(uniq.tolist(), counts.tolist()):
-            o = order[b0:b0 + n_]
-            contrib[o] = (y[o].reshape(n_ * Kp, (1 + V) * N) @ U[s_]).reshape(n_, Kp, K)
+            torch.mm(y[b0:b0 + n_].reshape(n_ * Kp, (1 + V) * N), U[s_],
+                     out=contrib[b0 * Kp:(b0 + n_) * Kp])
             b0 += n_
-        out.index_add_(0, idx.reshape(-1), contrib.reshape(B * Kp, K))
+        out.index_add_(0, idx.reshape(-1), contrib)
     return out
 
 

@@ -99,6 +99,16 @@ class Synthesizer:
         self.hydrogen = hydrogen
         self.n_mu = int(n_mu)
         self.line_threshold = float(line_threshold)
+        #: the opacity of the hydrogen lines whose upper level is above
+        #: ``hydrogen_exact_upper`` (H ε, H8, … and the Paschen lines: most of the transitions,
+        #: and most of the work, in the crowded series) is evaluated on every
+        #: ``hydrogen_step``-th point of the fine grid and interpolated linearly in λ
+        #: (values and derivatives alike); Hα–Hδ, whose saturated cores are the narrowest
+        #: features that matter, stay exact. The thermal Doppler core of H (σ ≈ λ/47 000 at
+        #: 5000 K) spans ≥ 6 fine steps at R = 300 000 (tests/test_synthesize.py bounds the
+        #: change of the normalized flux at R = 1800).
+        self.hydrogen_step = 3
+        self.hydrogen_exact_upper = 6
         #: precision of the Faddeeva function in the forward line-profile kernel (see
         #: ``line_absorption``): float32 halves the kernel time; the normalized flux moves
         #: by < 1e-6 (BENCHMARKS.md). Derivatives are float64 either way.
@@ -173,7 +183,13 @@ class Synthesizer:
         if self.hydrogen:
             from .hydrogen_lines import hydrogen_line_absorption
 
-            alpha_l = alpha_l + hydrogen_line_absorption(wl_t, atm, eos, vmic_kms=vmic, cache=h_cache)
+            n_sub = self.hydrogen_exact_upper + 1
+            sub, idx, tw = _subgrid(wl_t, self.hydrogen_step)
+            alpha_h = hydrogen_line_absorption(wl_t[sub], atm, eos, vmic_kms=vmic, cache=h_cache,
+                                               n_upper_min=n_sub)
+            alpha_l = (alpha_l + _interp_cols(alpha_h, idx, tw)
+                       + hydrogen_line_absorption(wl_t, atm, eos, vmic_kms=vmic, cache=h_cache,
+                                                  n_upper_max=n_sub - 1))
         S = planck_lambda(wl_t, atm.T)
         return _flux_pair(alpha_c, alpha_l, S, eos.rho, atm.rhox, self.n_mu)
 
@@ -361,7 +377,12 @@ class Synthesizer:
             with torch.no_grad():
                 alpha_l, plan = self._lines(wl_chunk, atm, eos, xi, alpha_c, return_plan=True)
             if self.hydrogen:
-                alpha_h, P_h = _hydrogen_partials(wl_t, hp)                 # (L, W), (6, L, W)
+                n_sub = self.hydrogen_exact_upper + 1
+                sub, hidx, htw = _subgrid(wl_t, self.hydrogen_step)
+                a_s, P_s = _hydrogen_partials(wl_t[sub], hp, n_upper_min=n_sub)  # (L, W'), (6, L, W')
+                alpha_h, P_h = _hydrogen_partials(wl_t, hp, n_upper_max=n_sub - 1)
+                alpha_h = alpha_h + _interp_cols(a_s, hidx, htw)
+                P_h = P_h + _interp_cols(P_s, hidx, htw)
             else:
                 alpha_h, P_h = None, None
             S = planck_lambda(wl_t, T)
@@ -410,12 +431,13 @@ def _detach_eos(eos_d):
                      max_residual=eos_d.max_residual[0], n_iter=eos_d.n_iter)
 
 
-def _hydrogen_partials(wl_t, hp):
+def _hydrogen_partials(wl_t, hp, **kw):
     """α_H (L, W) and its partials (6, L, W) w.r.t. each layer's T, n_e, n(H I), n(He I),
-    U(H I), ξ (km/s) — see :func:`hydrogen_lines.hydrogen_line_partials`."""
+    U(H I), ξ (km/s) — see :func:`hydrogen_lines.hydrogen_line_partials` (``kw``: its
+    transition range)."""
     from .hydrogen_lines import hydrogen_line_partials
 
-    return hydrogen_line_partials(wl_t, *hp[:5], hp[5])
+    return hydrogen_line_partials(wl_t, *hp[:5], hp[5], **kw)
 
 
 def _planck_dT(wavelength_A: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
@@ -501,6 +523,22 @@ def _norm_flux(alpha_tot, alpha_c, S, rho_f, rhox_f, n_mu: int):
     return _call_compiled(_norm_flux_eager, alpha_tot, alpha_c, S, rho_f, rhox_f, n_mu)
 
 
+def _subgrid(wl_t: torch.Tensor, step: int):
+    """Every ``step``-th point of ``wl_t`` and its last one (indices), with the weights
+    (:func:`_interp_weights`) that interpolate linearly from them back to all of ``wl_t``."""
+    n = wl_t.numel()
+    sub = torch.arange(0, n, max(1, int(step)), device=wl_t.device)
+    if int(sub[-1]) != n - 1:
+        sub = torch.cat([sub, torch.tensor([n - 1], device=wl_t.device)])
+    idx, tw = _interp_weights(wl_t[sub], wl_t)
+    return sub, idx, tw
+
+
+def _interp_cols(values: torch.Tensor, idx: torch.Tensor, tw: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation along the last axis with :func:`_interp_weights`' (idx, tw)."""
+    return values[..., idx - 1] * (1 - tw) + values[..., idx] * tw
+
+
 def _interp_weights(x: torch.Tensor, xq: torch.Tensor):
     idx = torch.searchsorted(x, xq).clamp(1, x.numel() - 1)
     x0, x1 = x[idx - 1], x[idx]
@@ -509,5 +547,4 @@ def _interp_weights(x: torch.Tensor, xq: torch.Tensor):
 
 def _interp_last(values: torch.Tensor, x: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
     """Linear interpolation along the last axis of ``values`` from x (n,) to xq (m,)."""
-    idx, t = _interp_weights(x, xq)
-    return values[..., idx - 1] * (1 - t) + values[..., idx] * t
+    return _interp_cols(values, *_interp_weights(x, xq))
