@@ -368,8 +368,10 @@ class Synthesizer:
             from tqdm.auto import tqdm
 
             chunks = tqdm(chunks, desc="differential spectra", unit="chunk")
-        R_all, dR_all = [], []
-        for a, b in chunks:
+
+        def one(ab):
+            """Normalized flux R (W,) and its tangents dR (K, W) on one wavelength chunk."""
+            a, b = ab
             wl_chunk = wl[a:b]
             wl_t = torch.as_tensor(wl_chunk, dtype=torch.float64, device=dev)
             idx, tw = _interp_weights(wl_c, wl_t)
@@ -406,8 +408,11 @@ class Synthesizer:
             if P_h is not None:
                 Y = (G_tot[None] * P_h).reshape(6 * Lz, -1)                  # (6L, W)
                 dR += ht.reshape(K, 6 * Lz) @ Y
-            R_all.append(R)
-            dR_all.append(dR)
+            return R, dR
+
+        res = [one(ab) for ab in chunks]
+        R_all = [r for r, _ in res]
+        dR_all = [d for _, d in res]
         R = torch.cat(R_all, -1)
         dR = torch.cat(dR_all, -1)
         # R and dR are plain tensors (the tangents are explicit), so degrade takes its
