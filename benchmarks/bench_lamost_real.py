@@ -2,7 +2,7 @@
 compare Teff, log g and [Fe/H] with them.
 
     .venv/bin/python benchmarks/bench_lamost_real.py [--model PATH] [--plot docs/lamost_vs_lasp.png] [--limit N]
-        [--rows rows.csv [--resume]]
+        [--rows rows.csv [--resume]] [--scope all|atmosphere]
 
 Spectra: every star in ``$PHDLSPEC_DATA/spectra/lamost`` whose file name (or header
 ``obsid``) appears in ``catalogs/lamost_lasp_labels/*.csv`` (LAMOST DR1 LASP: ``teff``, ``logg``, ``feh``).
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,9 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--method", default="cmaes")
+    ap.add_argument("--scope", default="all", choices=["all", "atmosphere"],
+                    help="CMA-ES search scope (fit_spectrum's cmaes_scope); rows record chi2 and seconds per star, "
+                         "so two runs compare the scopes star by star")
     ap.add_argument("--rows", type=Path, help="CSV of the per-star rows, rewritten (atomically) after each star")
     ap.add_argument("--resume", action="store_true", help="with --rows: skip the stars already in it")
     args = ap.parse_args(argv)
@@ -70,12 +74,14 @@ def main(argv=None) -> int:
                 continue
             ref = by_obsid.loc[obsid]
         obsid = int(ref["obsid"])
+        t0 = time.perf_counter()
         try:
-            r = fit_spectrum(spec, emu, method=args.method, seed=1)
+            r = fit_spectrum(spec, emu, method=args.method, seed=1, cmaes_scope=args.scope)
         except FitInputError as exc:
             print(f"skip {f.name}: {exc}", file=sys.stderr)
             continue
-        rows.append({"file": f.name, "obsid": obsid, "snr": r.snr, "chi2_reduced": r.chi2_reduced,
+        rows.append({"file": f.name, "obsid": obsid, "snr": r.snr, "chi2_reduced": r.chi2_reduced, "chi2": r.chi2,
+                     "seconds": round(time.perf_counter() - t0, 2), "cmaes_scope": args.scope,
                      "flags": ",".join(r.flags), **{k: r.labels[k] for k in ("teff", "logg", "fe_h")},
                      "lasp_teff": float(ref["teff"]), "lasp_logg": float(ref["logg"]), "lasp_fe_h": float(ref["feh"])})
         if args.rows:

@@ -38,7 +38,7 @@ ELEMENT_RESIDUAL_SOURCE_NAME = "element_residual_source"
 BUDGETS = {
     "quick (≈600 evaluations)": {"cmaes_evals": 600, "restarts": 0, "mcmc_max_steps": 2000, "n_tau": 20.0},
     "standard (≈3000 evaluations)": {"cmaes_evals": 3000, "restarts": 1},
-    "thorough (≈8000 evaluations)": {"cmaes_evals": 8000, "restarts": 2},
+    "thorough (≈8000 evaluations, 32-D search)": {"cmaes_evals": 8000, "restarts": 2, "cmaes_scope": "all"},
 }
 _METHODS = {"CMA-ES": "cmaes", "CMA-ES + MCMC": "both"}
 _CORNER_DEFAULT = ("teff", "logg", "fe_h")
