@@ -29,8 +29,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--method", default="cmaes")
     ap.add_argument("--scope", default="all", choices=["all", "atmosphere"],
-                    help="CMA-ES search scope (fit_spectrum's cmaes_scope); rows record chi2 and seconds per star, "
-                         "so two runs compare the scopes star by star")
+                    help="CMA-ES search scope (fit_spectrum's cmaes_scope; default all, with which the committed "
+                         "docs/lamost_vs_lasp_rows.csv was made); rows record chi2 and seconds per star, so two runs "
+                         "compare the scopes star by star")
     ap.add_argument("--rows", type=Path, help="CSV of the per-star rows, rewritten (atomically) after each star")
     ap.add_argument("--resume", action="store_true", help="with --rows: skip the stars already in it")
     args = ap.parse_args(argv)

@@ -1,9 +1,11 @@
 """``fit_spectrum``: one observed spectrum → :class:`FitResult`.
 
 Pipeline: preprocess (``preprocess.prepare``) → RV and template first guess
-(``optimize.rv_first_guess``) → CMA-ES over the free labels in the search box
-(``optimize.run_cmaes``) → Levenberg–Marquardt polish with the emulator's Jacobian, whose
-Fisher matrix gives the Cramér–Rao covariance → optionally emcee (``mcmc.run_emcee``) →
+(``optimize.rv_first_guess``) → the search: by default CMA-ES over the free atmospheric
+labels with Levenberg–Marquardt over all free labels in between, twice
+(``optimize.run_staged``), or CMA-ES over every free label then the LM polish
+(``cmaes_scope="all"``, ``optimize.run_cmaes``); the LM's Fisher matrix (the emulator's
+Jacobian) gives the Cramér–Rao covariance → optionally emcee (``mcmc.run_emcee``) →
 per-element diagnostics (``diagnostics.element_diagnostics``) → flags.
 
 Deterministic given ``seed`` (CMA-ES, the walkers' start and emcee's moves all draw from

@@ -150,10 +150,13 @@ def run_staged(lik: Likelihood, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, 
     needed over Teff, log g, vmic, [Fe/H], vbroad and rv (their degeneracies), where a
     6-dimensional CMA-ES needs far fewer evaluations than a 32-dimensional one. The second
     round lets the atmospheric labels move again once the abundances are right.
-    Measured: on spectra made by the emulator it reaches the 32-D search's χ² in a quarter
-    of the time; on real LAMOST spectra with the interim emulator it stopped 8-48 higher in
-    χ² than the 32-D search in 3 of 4 stars (a different basin), so it is the fast mode,
-    not the default (BENCHMARKS.md).
+    Measured (BENCHMARKS.md): with the interim emulator it stopped 8-48 higher in χ² than
+    the 32-D search on 3 of 4 real LAMOST stars; with the retrained emulator and the
+    correlated likelihood it ends equal or lower on 15 of 20 real stars and matches the
+    32-D search's label scatter on injected ab initio spectra, 6× faster: it is
+    ``fit_spectrum``'s default since 2026-12-05.
+    The χ² passed to ``progress`` is the best so far over all rounds (round 2's CMA-ES works
+    on a likelihood re-linearized at its start, whose χ² need not continue the LM's).
     Returns {'theta', 'fun', 'evals', 'runs', 'cmaes_seconds', 'lm_seconds', 'lm_iterations',
     'lm' (the best round's :func:`levenberg_marquardt` result: Fisher matrix, model, Jacobian)}.
     """
@@ -164,6 +167,14 @@ def run_staged(lik: Likelihood, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, 
     held = set(lik.free[sub].tolist())
     priors = {k: v for k, v in lik.priors.items() if k in held}
     runs, evals, t_cm, t_lm, iters, fun, best = [], 0, 0.0, 0.0, 0, np.inf, None
+    if progress:
+        seen = [np.inf]
+        report = progress
+
+        def progress(stage, fraction, chi2=None):
+            if chi2 is not None:
+                seen[0] = chi2 = min(seen[0], chi2)
+            report(stage, fraction, chi2=chi2)
     for k in range(rounds):
         t = time.perf_counter()
         part = Likelihood(lik.emu, lik.prep, lik.free[sub], lik.full(theta)[0], priors,

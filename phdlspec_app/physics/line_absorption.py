@@ -567,7 +567,8 @@ def _bound_keep(st: _Static, lay0: dict, ac_min: torch.Tensor, threshold: float)
 class _Plan:
     st: _Static                 # selected lines
     wl0: torch.Tensor           # (M,) Å
-    chunks: list                # (rows, lo, cnt, kmax, wing) per kernel call
+    chunks: list                # (rows, lo, cnt, kmax, wing) per kernel call; each chunk's rows
+    #                             sorted by species (contract_line_tangents relies on it)
     n_points: int
     n_screened: int = -1
 
@@ -741,10 +742,11 @@ def contract_line_tangents(plan: _Plan, lay: dict, lay_tan: dict, G: torch.Tenso
         uniq, counts = torch.unique_consecutive(s_t[rows], return_counts=True)
         contrib = torch.empty(B * Kp, K, dtype=torch.float64, device=dev)
         b0 = 0
-        for s_, n_ in zip(uniq.tolist(), counts.tolist()):
-            torch.mm(y[b0:b0 + n_].reshape(n_ * Kp, (1 + V) * N), U[s_],
-                     out=contrib[b0 * Kp:(b0 + n_) * Kp])
-            b0 += n_
+        with torch.no_grad():  # mm(out=) takes no autograd inputs; nothing here needs a graph
+            for s_, n_ in zip(uniq.tolist(), counts.tolist()):
+                torch.mm(y[b0:b0 + n_].reshape(n_ * Kp, (1 + V) * N), U[s_],
+                         out=contrib[b0 * Kp:(b0 + n_) * Kp])
+                b0 += n_
         out.index_add_(0, idx.reshape(-1), contrib)
     return out
 

@@ -10,7 +10,7 @@ One star (or a batch) goes through, in order:
    ``continuum_resolution``) spanning the synthesized range; per wavelength chunk it is
    interpolated linearly (the continuum is smooth there),
    ``line_absorption`` and ``hydrogen_line_absorption`` on the fine grid (resolving
-   power ``resolution``), optical depth and emergent flux with and without lines
+   power ``resolution``; the high hydrogen series on a sub-grid, see ``hydrogen_step``), optical depth and emergent flux with and without lines
    (``radiative_transfer``), normalized flux = F / F_cont;
 4. ``lsf.degrade``: instrumental LSF (R, default 1800) and ``vbroad``, Doppler shift by
    ``rv``, sampled on the LAMOST grid.
@@ -100,14 +100,15 @@ class Synthesizer:
         self.n_mu = int(n_mu)
         self.line_threshold = float(line_threshold)
         #: the opacity of the hydrogen lines whose upper level is above
-        #: ``hydrogen_exact_upper`` (H ε, H8, … and the Paschen lines: most of the transitions,
+        #: ``hydrogen_exact_upper`` (H ε, H8, … and Paschen 7 upward: most of the transitions,
         #: and most of the work, in the crowded series) is evaluated on every
         #: ``hydrogen_step``-th point of the fine grid and interpolated linearly in λ
         #: (values and derivatives alike); Hα–Hδ, whose saturated cores are the narrowest
         #: features that matter, stay exact. The thermal Doppler core of H (σ ≈ λ/47 000 at
-        #: 5000 K) spans ≥ 6 fine steps at R = 300 000 (tests/test_synthesize.py bounds the
-        #: change of the normalized flux at R = 1800).
-        self.hydrogen_step = 3
+        #: 5000 K) spans ≥ 6 fine steps at R = 300 000, so the sub-grid keeps a spacing of
+        #: at most 3 steps of R = 300 000 whatever ``resolution`` (tests/test_synthesize.py
+        #: bounds the change of the normalized flux at R = 1800).
+        self.hydrogen_step = max(1, int(3 * self.resolution / 300_000 + 1e-9))
         self.hydrogen_exact_upper = 6
         #: precision of the Faddeeva function in the forward line-profile kernel (see
         #: ``line_absorption``): float32 halves the kernel time; the normalized flux moves
@@ -183,15 +184,22 @@ class Synthesizer:
         if self.hydrogen:
             from .hydrogen_lines import hydrogen_line_absorption
 
-            n_sub = self.hydrogen_exact_upper + 1
-            sub, idx, tw = _subgrid(wl_t, self.hydrogen_step)
-            alpha_h = hydrogen_line_absorption(wl_t[sub], atm, eos, vmic_kms=vmic, cache=h_cache,
-                                               n_upper_min=n_sub)
-            alpha_l = (alpha_l + _interp_cols(alpha_h, idx, tw)
-                       + hydrogen_line_absorption(wl_t, atm, eos, vmic_kms=vmic, cache=h_cache,
-                                                  n_upper_max=n_sub - 1))
+            alpha_l = alpha_l + self._hydrogen_split(hydrogen_line_absorption, wl_t, atm, eos, vmic_kms=vmic,
+                                                     cache=h_cache)
         S = planck_lambda(wl_t, atm.T)
         return _flux_pair(alpha_c, alpha_l, S, eos.rho, atm.rhox, self.n_mu)
+
+    def _hydrogen_split(self, fn, wl_t, *args, **kw):
+        """``fn`` (``hydrogen_line_absorption`` or :func:`_hydrogen_partials`, λ on the last
+        axis of every output) for the lines up to ``hydrogen_exact_upper`` on ``wl_t``, plus
+        the higher ones on the sub-grid of ``hydrogen_step``, interpolated to ``wl_t``."""
+        n_sub = self.hydrogen_exact_upper + 1
+        sub, idx, tw = _subgrid(wl_t, self.hydrogen_step)
+        exact = fn(wl_t, *args, n_upper_max=n_sub - 1, **kw)
+        coarse = fn(wl_t[sub], *args, n_upper_min=n_sub, **kw)
+        if torch.is_tensor(exact):
+            return exact + _interp_cols(coarse, idx, tw)
+        return tuple(e + _interp_cols(c, idx, tw) for e, c in zip(exact, coarse))
 
     def highres(self, labels, wl_range: tuple[float, float] | None = None, progress: bool = False) -> SynthesisResult:
         """Normalized spectra on the fine grid, for labels (…, 32)."""
@@ -306,7 +314,6 @@ class Synthesizer:
         """
         import torch.autograd.forward_ad as fwAD
 
-        from .hydrogen_lines import hydrogen_line_absorption
         from .line_absorption import _layers, _want_compile, contract_line_tangents, molecule_names
 
         dev = self.device
@@ -375,16 +382,11 @@ class Synthesizer:
             wl_chunk = wl[a:b]
             wl_t = torch.as_tensor(wl_chunk, dtype=torch.float64, device=dev)
             idx, tw = _interp_weights(wl_c, wl_t)
-            alpha_c = alpha_cc[:, idx - 1] * (1 - tw) + alpha_cc[:, idx] * tw
+            alpha_c = _interp_cols(alpha_cc, idx, tw)
             with torch.no_grad():
                 alpha_l, plan = self._lines(wl_chunk, atm, eos, xi, alpha_c, return_plan=True)
             if self.hydrogen:
-                n_sub = self.hydrogen_exact_upper + 1
-                sub, hidx, htw = _subgrid(wl_t, self.hydrogen_step)
-                a_s, P_s = _hydrogen_partials(wl_t[sub], hp, n_upper_min=n_sub)  # (L, W'), (6, L, W')
-                alpha_h, P_h = _hydrogen_partials(wl_t, hp, n_upper_max=n_sub - 1)
-                alpha_h = alpha_h + _interp_cols(a_s, hidx, htw)
-                P_h = P_h + _interp_cols(P_s, hidx, htw)
+                alpha_h, P_h = self._hydrogen_split(_hydrogen_partials, wl_t, hp)   # (L, W), (6, L, W)
             else:
                 alpha_h, P_h = None, None
             S = planck_lambda(wl_t, T)
@@ -410,9 +412,7 @@ class Synthesizer:
                 dR += ht.reshape(K, 6 * Lz) @ Y
             return R, dR
 
-        res = [one(ab) for ab in chunks]
-        R_all = [r for r, _ in res]
-        dR_all = [d for _, d in res]
+        R_all, dR_all = zip(*(one(ab) for ab in chunks))
         R = torch.cat(R_all, -1)
         dR = torch.cat(dR_all, -1)
         # R and dR are plain tensors (the tangents are explicit), so degrade takes its
@@ -532,6 +532,8 @@ def _subgrid(wl_t: torch.Tensor, step: int):
     """Every ``step``-th point of ``wl_t`` and its last one (indices), with the weights
     (:func:`_interp_weights`) that interpolate linearly from them back to all of ``wl_t``."""
     n = wl_t.numel()
+    if n < 2:  # _chunks gives every chunk two points or more
+        raise ValueError("_subgrid needs at least two wavelengths")
     sub = torch.arange(0, n, max(1, int(step)), device=wl_t.device)
     if int(sub[-1]) != n - 1:
         sub = torch.cat([sub, torch.tensor([n - 1], device=wl_t.device)])
