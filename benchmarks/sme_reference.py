@@ -24,7 +24,25 @@ from phdlspec_app.physics.constants import amu, k_B
 from phdlspec_app.physics.line_absorption import prepare_lines
 
 __all__ = ["sme_normalized_spectrum", "sme_linelist_frame", "hydrogen_lines_for_sme", "sme_inputs",
-           "use_sme_hydrogen_physics"]
+           "use_sme_hydrogen_physics", "add_physics_options", "comparison_linelist"]
+
+
+def add_physics_options(ap):
+    """The validation scripts' shared options: ``--atoms-only`` and ``--no-level-dissolution``."""
+    ap.add_argument("--atoms-only", action="store_true", help="drop the molecular lines from both codes")
+    ap.add_argument("--no-level-dissolution", action="store_true",
+                    help="give our engine SME's hydrogen physics (use_sme_hydrogen_physics)")
+
+
+def comparison_linelist(args):
+    """The default line list as both codes get it under :func:`add_physics_options`' options
+    (applying ``--no-level-dissolution`` to our engine on the way)."""
+    from phdlspec_app.physics.linelist import load_default_linelist
+
+    if args.no_level_dissolution:
+        use_sme_hydrogen_physics()
+    ll = load_default_linelist()
+    return ll[np.asarray(ll.Z) > 0] if args.atoms_only else ll
 
 
 def use_sme_hydrogen_physics():

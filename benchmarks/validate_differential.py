@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from phdlspec_app import labels as L  # noqa: E402
 from phdlspec_app.physics import abundances, synthesize  # noqa: E402
 from phdlspec_app.physics.atomic_data import atomic_number  # noqa: E402
-from phdlspec_app.physics.linelist import load_default_linelist  # noqa: E402
+from sme_reference import add_physics_options, comparison_linelist  # noqa: E402
 from phdlspec_app.physics.lsf import degrade, lamost_wavelength  # noqa: E402
 
 from validate_sme import DEFAULT_WINDOWS, STARS  # noqa: E402
@@ -61,17 +61,9 @@ def main():
     ap.add_argument("--windows", default=",".join(f"{a}-{b}" for a, b in DEFAULT_WINDOWS))
     ap.add_argument("--step", type=float, default=0.1, help="dex")
     ap.add_argument("--stars", default="sun")
-    ap.add_argument("--atoms-only", action="store_true", help="drop the molecular lines from both codes")
-    ap.add_argument("--no-level-dissolution", action="store_true",
-                    help="give our engine SME's hydrogen physics (sme_reference.use_sme_hydrogen_physics)")
+    add_physics_options(ap)
     args = ap.parse_args()
-    if args.no_level_dissolution:
-        from sme_reference import use_sme_hydrogen_physics
-
-        use_sme_hydrogen_physics()
-    ll = load_default_linelist()
-    if args.atoms_only:
-        ll = ll[np.asarray(ll.Z) > 0]
+    ll = comparison_linelist(args)
     h = args.step
     results = []
     for star, w in ((s, w) for s in args.stars.split(",") for w in args.windows.split(",")):

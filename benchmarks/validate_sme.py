@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from phdlspec_app import labels as L  # noqa: E402
-from phdlspec_app.physics.linelist import load_default_linelist  # noqa: E402
+from sme_reference import add_physics_options, comparison_linelist  # noqa: E402
 from phdlspec_app.physics.lsf import degrade, lamost_wavelength  # noqa: E402
 from phdlspec_app.physics.synthesize import Synthesizer  # noqa: E402
 
@@ -80,20 +80,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--windows", default=",".join(f"{a}-{b}" for a, b in DEFAULT_WINDOWS))
     ap.add_argument("--stars", default="sun,giant,mp")
-    ap.add_argument("--atoms-only", action="store_true", help="drop the molecular lines from both codes")
     ap.add_argument("--no-hydrogen", action="store_true")
     ap.add_argument("--plot", help="folder for PNG overlays")
-    ap.add_argument("--no-level-dissolution", action="store_true",
-                    help="diagnostic: turn off Hummer-Mihalas occupation probabilities in the H lines and level "
-                         "dissolution in the H I bound-free continuum (what SME does)")
+    add_physics_options(ap)
     args = ap.parse_args()
-    if args.no_level_dissolution:
-        from sme_reference import use_sme_hydrogen_physics
-
-        use_sme_hydrogen_physics()
-    ll = load_default_linelist()
-    if args.atoms_only:
-        ll = ll[np.asarray(ll.Z) > 0]
+    ll = comparison_linelist(args)
     windows = [tuple(float(x) for x in w.split("-")) for w in args.windows.split(",")]
     results = []
     for star in args.stars.split(","):

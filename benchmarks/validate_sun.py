@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from phdlspec_app import labels as L  # noqa: E402
-from phdlspec_app.physics.linelist import load_default_linelist  # noqa: E402
+from sme_reference import add_physics_options, comparison_linelist  # noqa: E402
 from phdlspec_app.physics.lsf import degrade, lamost_wavelength  # noqa: E402
 from phdlspec_app.physics.synthesize import Synthesizer  # noqa: E402
 
@@ -49,18 +49,10 @@ def main():
     ap.add_argument("--wl-min", type=float, default=3700.0)
     ap.add_argument("--wl-max", type=float, default=9100.0)
     ap.add_argument("--plot", help="PNG of both spectra and the difference")
-    ap.add_argument("--no-level-dissolution", action="store_true",
-                    help="give our engine SME's hydrogen physics (sme_reference.use_sme_hydrogen_physics)")
-    ap.add_argument("--atoms-only", action="store_true", help="drop the molecular lines from both codes")
+    add_physics_options(ap)
     args = ap.parse_args()
     lab = torch.tensor(L.to_vector({"teff": 5777, "logg": 4.44, "fe_h": 0.0, "vmic": 1.0, "vbroad": 0.0}))
-    ll = load_default_linelist()
-    if args.atoms_only:
-        ll = ll[np.asarray(ll.Z) > 0]
-    if args.no_level_dissolution:
-        from sme_reference import use_sme_hydrogen_physics
-
-        use_sme_hydrogen_physics()
+    ll = comparison_linelist(args)
     lo, hi = args.wl_min, args.wl_max
     syn = Synthesizer(linelist=ll, wl_range=(lo - 40, hi + 40))
     t0 = time.perf_counter()
