@@ -110,3 +110,28 @@ def test_mhd_dissolves_high_levels(hl):
     nH, nHe, ne = torch.tensor(1e17), torch.tensor(8.5e15), torch.tensor(1e14)
     w = [hl.hummer_mihalas_w(n, nH, nHe, ne).item() for n in (3, 8, 15, 25)]
     assert w[0] > 0.99 and w[0] > w[1] > w[2] > w[3] and w[3] < 1e-3
+
+
+@pytest.mark.parametrize("pair", [(2, 3), (2, 8), (3, 12)])
+def test_analytic_stark_partials_match_forward_ad(hl, pair):
+    """The analytic ∂P/∂T and ∂P/∂n_e of the normalized Stark profile (used by the
+    differential spectra, per-star cache) equal forward-mode AD of ``stark_profile``:
+    layers inside and outside the table, points in the core, the tabulated wings and
+    beyond the table's last x (Holtsmark asymptote)."""
+    tr = _tr(hl, *pair)
+    T = torch.tensor([4200.0, 5800.0, 7600.0, 9000.0, 6000.0], dtype=F64)
+    ne = torch.tensor([3e11, 2e13, 4e14, 1e15, 1e23], dtype=F64)     # last: outside the table
+    lam0 = hl.vacuum_wavelength(*pair)
+    lam = lam0 + torch.tensor([-120.0, -20.0, -3.1, -0.4, -0.013, 0.0, 0.02, 0.7, 5.5, 60.0, 140.0], dtype=F64)
+    dnu = (C.c / (lam * 1e-8) - C.c / (lam0 * 1e-8)).abs()
+    cache = {}
+    P, dT, dne = hl.stark_profile_partials(tr, T, ne, dnu, cache)
+    ref = hl._diag_partials(lambda T_, ne_: hl.stark_profile(tr, T_, ne_, dnu)[0], (T, ne), range(2))
+    P0 = hl.stark_profile(tr, T, ne, dnu)[0]
+    assert torch.allclose(P, P0, rtol=1e-12, atol=0)
+    for got, want in ((dT, ref[0]), (dne, ref[1])):
+        scale = want.abs().amax(dim=1, keepdim=True).clamp(min=1e-300)
+        assert ((got - want).abs() / scale).max() <= 1e-8
+    assert (P[-1] == 0).all() and (dT[-1] == 0).all()        # outside the table: no opacity
+    assert dne[:4].abs().max() > 0
+    assert len(cache) == 1                                    # per-layer quantities kept once

@@ -178,6 +178,83 @@ def stark_profile(tr: dict, T: torch.Tensor, ne: torch.Tensor, dnu: torch.Tensor
     return P * lay["inside"][:, None], lay["inside"]
 
 
+def _stark_layer_partials(tr, T, ne, dev):
+    """Per-layer quantities of :func:`stark_profile` for ``tr`` with their partial
+    derivatives w.r.t. each layer's own T and n_e (forward-mode AD over (N, nx) and
+    (N, 801) arrays — done once per star and transition)."""
+    def table_of(T_, ne_):
+        return _layer_table(tr, torch.log(T_), torch.log(ne_), dev)
+
+    def missing_of(T_, ne_):
+        lnT, lnne = torch.log(T_), torch.log(ne_)
+        F0 = 1.25e-9 * ne_ ** (2.0 / 3.0)
+        u = torch.linspace(float(tr["lnx"][0]), float(tr["lnx"][-1]), 801, dtype=torch.float64, device=dev)
+        Pq = torch.exp(_ln_profile(tr, lnT, lnne, u.expand(T_.shape[0], -1), dev))
+        xq = torch.exp(u)
+        area = 2 * F0 * (torch.trapezoid(Pq * xq, u, dim=1) + Pq[:, 0] * xq[0] + Pq[:, -1] * xq[-1] / 1.5)
+        return torch.clamp(1.0 - area, min=0.0)
+
+    diag = _diag_partials
+    lnT, lnne = torch.log(T), torch.log(ne)
+    inside = ((lnT >= float(tr["lnT"][0])) & (lnT <= float(tr["lnT"][-1]))
+              & (lnne >= float(tr["lnne"][0])) & (lnne <= float(tr["lnne"][-1])))
+    with torch.no_grad():
+        table = table_of(T, ne)
+        missing = missing_of(T, ne)
+    d_table = diag(table_of, (T, ne), range(2))                # (2, N, nx)
+    d_missing = diag(missing_of, (T, ne), range(2))            # (2, N)
+    nu0 = C.c * RYDBERG_H_CM * (1.0 / tr["lower"]**2 - 1.0 / tr["upper"]**2)
+    s_nu = nu0 / C.c * torch.sqrt(C.k_B * T / _M_H)
+    return dict(lnT=lnT, lnne=lnne, inside=inside.to(torch.float64), F0=1.25e-9 * ne ** (2.0 / 3.0),
+                ne=ne, T=T, table=table, d_table=d_table, missing=missing, d_missing=d_missing, s_nu=s_nu)
+
+
+def stark_profile_partials(tr: dict, T: torch.Tensor, ne: torch.Tensor, dnu: torch.Tensor,
+                           cache: dict | None = None):
+    """:func:`stark_profile` (normalized) and its partial derivatives w.r.t. each layer's T
+    (per K) and n_e (per cm⁻³): (P, ∂P/∂T, ∂P/∂n_e), each (N, K), P per Hz; T, ne (N,),
+    dnu (K,) Hz. Analytic on the per-layer table and missing area (whose own partials are
+    computed once per star and transition, kept in ``cache``): the interpolation in ln x is
+    linear, so ∂ ln P/∂q = the interpolated ∂ table/∂q, plus the slope in ln x times
+    ∂ ln x/∂ ln n_e = −2/3 (flat below x₁, −5/2 beyond the table)."""
+    dev = T.device
+    key = ("partials", tr["lower"], tr["upper"])
+    lay = cache.get(key) if cache is not None else None
+    if lay is None:
+        lay = _stark_layer_partials(tr, T, ne, dev)
+        if cache is not None:
+            cache[key] = lay
+    lnx_g = torch.as_tensor(tr["lnx"], device=dev)
+    last = float(tr["lnx"][-1])
+    lnx = torch.log(torch.clamp(dnu[None, :] / lay["F0"][:, None], min=1e-300))     # (N, K)
+    lnx_c = torch.clamp(lnx, max=last)
+    ix, wx = _interp_index(lnx_g, lnx_c)
+    tab, dtab = lay["table"], lay["d_table"]
+    lo, hi = torch.gather(tab, 1, ix), torch.gather(tab, 1, ix + 1)
+    lnP = lo + wx * (hi - lo) - 2.5 * torch.clamp(lnx - lnx_c, min=0.0)
+    # slope of ln P in ln x: inside the table the interpolation's, beyond it −5/2, below x₁ 0
+    q = (lnx_c - lnx_g[ix]) / (lnx_g[ix + 1] - lnx_g[ix])
+    inner = (q > 0) & (q < 1)
+    slope = torch.where(inner, (hi - lo) / (lnx_g[ix + 1] - lnx_g[ix]), torch.zeros_like(lo))
+    slope = torch.where(lnx > last, torch.full_like(lo, -2.5), slope)
+    dlnP = []
+    for v in range(2):
+        dlo, dhi = torch.gather(dtab[v], 1, ix), torch.gather(dtab[v], 1, ix + 1)
+        dlnP.append(dlo + wx * (dhi - dlo))
+    dlnP[1] = dlnP[1] + slope * (-2.0 / 3.0 / lay["ne"][:, None])
+    Ps = torch.exp(lnP)
+    s_nu = lay["s_nu"][:, None]
+    r2 = (dnu[None, :] / s_nu) ** 2
+    gauss = torch.exp(-0.5 * r2) / (math.sqrt(2 * math.pi) * s_nu)
+    m, dm = lay["missing"][:, None], lay["d_missing"]
+    inside = lay["inside"][:, None]
+    P = (Ps + m * gauss) * inside
+    dP_T = (Ps * dlnP[0] + dm[0][:, None] * gauss
+            + m * gauss * (r2 - 1.0) / s_nu * (s_nu / (2.0 * lay["T"][:, None]))) * inside
+    dP_ne = (Ps * dlnP[1] + dm[1][:, None] * gauss) * inside
+    return P, dP_T, dP_ne
+
+
 def hummer_mihalas_w(n: int, nH: torch.Tensor, nHe: torch.Tensor, ne: torch.Tensor):
     """Occupation probability of H level n (Hummer & Mihalas 1988 eq. 4.71): neutral H and
     He perturbers (sizes √(5/2 n⁴ + n²/2) a₀ + √3 a₀, + 1.02 a₀) and singly charged ions
@@ -295,7 +372,7 @@ def _diag_partials(f, prim, which):
 
 
 def hydrogen_line_partials(wl, T, ne, nH, nHe, UH, vmic_kms, *, series=("balmer", "paschen"),
-                           window=150.0, use_mhd=True, n_upper_max=30, n_upper_min=1):
+                           window=150.0, use_mhd=True, n_upper_max=30, n_upper_min=1, cache=None):
     """α_H (L, W) as :func:`hydrogen_line_absorption` for one star (layer quantities (L,)
     tensors: T, n_e, n(H I), n(He I), U(H I), ξ in km/s) and its partial derivatives
     (6, L, W) w.r.t. each layer's own quantities in the order of :data:`PARTIAL_VARS` (α_H
@@ -323,14 +400,17 @@ def hydrogen_line_partials(wl, T, ne, nH, nHe, UH, vmic_kms, *, series=("balmer"
         def f_s(T_, ne_, nH_, nHe_, UH_):
             return _strength(lo_n, up_n, tr["log_gf"], T_, ne_, nH_, nHe_, UH_, use_mhd)
 
-        def f_p(T_, ne_):
-            return stark_profile(tr, T_, ne_, dnu)[0]
-
-        with torch.no_grad():
-            s = f_s(T, ne, nH, nHe, UH)
-            P = f_p(T, ne)
-        ds = _diag_partials(f_s, (T, ne, nH, nHe, UH), range(5))            # (5, N)
-        dP = _diag_partials(f_p, (T, ne), range(2))                          # (2, N, K)
+        skey = ("strength_partials", lo_n, up_n, use_mhd)
+        if cache is not None and skey in cache:
+            s, ds = cache[skey]
+        else:
+            with torch.no_grad():
+                s = f_s(T, ne, nH, nHe, UH)
+            ds = _diag_partials(f_s, (T, ne, nH, nHe, UH), range(5))        # (5, N)
+            if cache is not None:
+                cache[skey] = (s, ds)
+        P, dP_T, dP_ne = stark_profile_partials(tr, T, ne, dnu, cache)      # (N, K) each
+        dP = (dP_T, dP_ne)
         shape_ = P
         d_shape = {0: dP[0], 1: dP[1]}
         if (lo_n, up_n) in _ABO:

@@ -368,15 +368,14 @@ def _jvp_kernel(dl, mask, amp, sigma, gamma, d_amp, d_sigma, d_gamma, wing: bool
 
 
 def _contract_kernel(G, idx, dl, mask, amp, sigma, gamma, Q, wing: bool):
-    """g · [α, Σ_c (∂α/∂c)(∂c/∂v) for each v] → (B, K, 1 + V, N) with g = G[idx] (the
-    gather is fused into the kernel), for the V layer quantities v whose partials
-    Q (B, 1, 3, V, N) of c = (amp, σ, γ) are given."""
+    """g · α (B, K, N) and g · Σ_c (∂α/∂c)(∂c/∂v) (B, K, V, N) for the V layer quantities v
+    whose partials Q (B, 1, 3, V, N) of c = (amp, σ, γ) are given, with g = G[idx] (the
+    gather is fused into the kernel)."""
     g = G[idx]
     p_amp, p_sig, p_gam = _partials(dl, mask, amp, sigma, gamma, wing)
-    outs = [g * (p_amp * amp)]
-    for v in range(Q.shape[3]):
-        outs.append(g * (p_amp * Q[:, :, 0, v] + p_sig * Q[:, :, 1, v] + p_gam * Q[:, :, 2, v]))
-    return torch.stack(outs, dim=2)
+    outs = [g * (p_amp * Q[:, :, 0, v] + p_sig * Q[:, :, 1, v] + p_gam * Q[:, :, 2, v])
+            for v in range(Q.shape[3])]
+    return g * (p_amp * amp), torch.stack(outs, dim=2)
 
 
 _EAGER = {"fwd": _fwd_kernel, "bwd": _bwd_kernel, "jvp": _jvp_kernel, "con": _contract_kernel,
@@ -669,13 +668,60 @@ def _apply_plan(plan: _Plan, acc, lay, wl_t, use_compile, f32=False):
 _LAYER_VARS = ("T", "ne", "nH", "xi2")     # layer quantities of (amp, σ, γ) besides n/U
 
 
-def _param_partials(st: _Static, lay: dict):
+def _partials_kernel(wl, gf, E_low, mass, gamma_rad, ln_g4, ln_c6, p6, sidx, nU, T, lnT,
+                     beta, ne, nH, xi2):
+    """(amp, σ, γ) (M, N) and Q (M, 3, V, N): their analytic partial derivatives w.r.t.
+    each layer's own T, n_e, n_H and ξ² (:data:`_LAYER_VARS`), for :func:`_param_partials`.
+    Same arithmetic as :func:`_param_expr`, differentiated by hand (tests compare with
+    forward-mode AD); the structural zeros (amp and σ do not depend on n_e, n_H; amp and γ
+    not on ξ²) are stored as zeros."""
+    nUl = nU[:, sidx].T
+    dE = _HC_EV_A / wl
+    x = beta * dE
+    e_lo = torch.exp(-beta * E_low)
+    amp = (C.pi_e2_over_mc * gf * (wl * 1e-8) ** 2 / C.c) * nUl * e_lo * (-torch.expm1(-x))
+    u2 = (wl / C.c) ** 2
+    sigma = torch.sqrt(u2 * (C.k_B * T / mass + 0.5 * xi2))
+    stark = ne * torch.exp(ln_g4 + lnT / 6.0)
+    vdw = nH * torch.exp(ln_c6 + p6 * lnT)
+    fw = (wl * wl * 1e-8) / (4 * math.pi * C.c)
+    gamma = (gamma_rad + stark + vdw) * fw
+    inv_T = 1.0 / T
+    # d ln amp/dβ = −E_low + ΔE/(e^{βΔE} − 1); dβ/dT = −β/T
+    a_T = amp * (beta * inv_T) * (E_low - dE / torch.expm1(x))
+    s_T = u2 * C.k_B / (2.0 * mass * sigma)
+    s_xi = u2 / (4.0 * sigma)
+    g_T = fw * (stark / 6.0 + vdw * p6) * inv_T
+    g_ne = fw * torch.exp(ln_g4 + lnT / 6.0)
+    g_nH = fw * torch.exp(ln_c6 + p6 * lnT)
+    z = torch.zeros_like(amp)
+    Q = torch.stack([torch.stack([a_T, z, z, z], 1),
+                     torch.stack([s_T, z, z, s_xi], 1),
+                     torch.stack([g_T, g_ne, g_nH, z], 1)], 1)
+    return amp, sigma, gamma, Q
+
+
+_EAGER["ppar"] = _partials_kernel
+
+
+def _param_partials(st: _Static, lay: dict, use_compile: bool = False):
     """(amp, σ, γ) (M, N) and their partial derivatives Q (M, 3, V, N) w.r.t. each layer's
     own T, n_e, n_H (perturbers) and ξ² (:data:`_LAYER_VARS`; T moves lnT and β with it).
-    A line's parameters in a layer depend only on that layer's quantities, so one
-    all-ones tangent per quantity gives these diagonal partials (forward-mode AD,
-    vectorised over the V tangents). The remaining dependence, amp ∝ n/U of the species,
-    is handled by the caller."""
+    A line's parameters in a layer depend only on that layer's quantities, so these
+    diagonal partials are the whole dependence on the layer quantities but one: amp ∝ n/U
+    of the species, handled by the caller. Analytic (:func:`_partials_kernel`, one
+    compiled kernel when ``use_compile``)."""
+    dev = lay["T"].device
+    t = lambda a: torch.as_tensor(a, dtype=torch.float64, device=dev)[:, None]  # noqa: E731
+    with torch.no_grad():
+        return _run("ppar", use_compile, *(t(getattr(st, f)) for f in _STATIC_COLS),
+                    torch.as_tensor(st.sidx, device=dev), *(lay[k].detach() for k in
+                                                            ("nU", "T", "lnT", "beta", "ne", "nH", "xi2")))
+
+
+def _param_partials_ad(st: _Static, lay: dict):
+    """:func:`_param_partials` by forward-mode AD (vmap over one all-ones tangent per layer
+    quantity): the reference the analytic partials are tested against."""
     dev = lay["T"].device
     keys = ("T", "lnT", "beta", "ne", "nH", "xi2")
     nU = lay["nU"]
@@ -701,54 +747,63 @@ def _param_partials(st: _Static, lay: dict):
 
 
 def contract_line_tangents(plan: _Plan, lay: dict, lay_tan: dict, G: torch.Tensor, wl_t,
-                           use_compile: bool) -> torch.Tensor:
+                           use_compile: bool, layers: tuple[int, int] | None = None) -> torch.Tensor:
     """Σ_layers G · dα_line for K tangents at once: G (W, N) are weights per wavelength and
     layer (e.g. ∂F(λ)/∂α(λ, layer) of the radiative transfer), ``lay_tan`` the K tangents
     of the layer quantities (keys of ``lay`` with a leading K axis). Returns (W, K).
+    ``layers``: (first, stop) — only these layers are summed (the caller knows where
+    G · α is negligible); default all.
 
     dα = Σ_s α_s d ln(n/U)_s + Σ_v X_v dv: the first sum runs over the species s (α_s
     their opacity), the second over the layer quantities v = T, n_e, n_H, ξ² with
     X_v = Σ_lines Σ_{c = amp, σ, γ} (∂α/∂c)(∂c/∂v). The Voigt function and its derivatives
-    are evaluated once per point and layer (compiled kernel), weighted by G, and contracted
-    over the layers with the ((1 + V)·N, K) tangent matrix of the line's species by one
-    matrix product per species and kernel chunk. Nothing of size K × N × (points) is
-    formed."""
+    are evaluated once per point and layer (compiled kernel) and weighted by G. The
+    species term is contracted over the layers with the (N, K) tangents of the line's
+    species by one matrix product per species and kernel chunk; the X_v term does not
+    depend on the species, so G · X_v is summed over the lines into a (W, V·N)
+    accumulator and contracted with the tangents of the layer quantities once at the end.
+    Nothing of size K × N × (points) is formed."""
     dev = wl_t.device
     K = lay_tan["T"].shape[0]
     W = wl_t.numel()
     N = G.shape[1]
     V = len(_LAYER_VARS)
-    amp, sigma, gamma, Q = _param_partials(plan.st, lay)
+    n0, n1 = (0, N) if layers is None else (int(layers[0]), int(layers[1]))
+    ls = slice(n0, n1)
+    Nl = n1 - n0
+    amp, sigma, gamma, Q = _param_partials(plan.st, lay, use_compile)
+    amp, sigma, gamma, Q = amp[:, ls], sigma[:, ls], gamma[:, ls], Q[..., ls]
+    G = G[:, ls].contiguous()
     cols, s_idx = np.unique(plan.st.sidx, return_inverse=True)
-    S = cols.size
     cols_t = torch.as_tensor(cols, device=dev)
-    nU = lay["nU"][:, cols_t]                                              # (N, S)
-    dnU = lay_tan["nU"][:, :, cols_t]                                       # (K, N, S)
+    nU = lay["nU"][ls][:, cols_t]                                           # (Nl, S)
+    dnU = lay_tan["nU"][:, ls][:, :, cols_t]                                # (K, Nl, S)
     u = torch.where(nU > 0, dnU / torch.where(nU > 0, nU, torch.ones_like(nU)), torch.zeros_like(dnU))
-    D = torch.stack([lay_tan[v].reshape(K, N) for v in _LAYER_VARS], dim=1)  # (K, V, N)
-    # per species: [d ln(n/U)_s ; dT ; dn_e ; dn_H ; dξ²] as a ((1 + V)·N, K) matrix
-    U = torch.cat([u.permute(2, 0, 1)[:, :, None, :], D[None].expand(S, K, V, N)], dim=2)
-    U = U.permute(0, 2, 3, 1).reshape(S, (1 + V) * N, K).contiguous()
+    Us = u.permute(2, 1, 0).contiguous()                                    # (S, Nl, K)
+    D = torch.stack([lay_tan[v].reshape(K, N)[:, ls] for v in _LAYER_VARS], dim=1)   # (K, V, Nl)
+    Dm = D.permute(1, 2, 0).reshape(V * Nl, K)
     s_t = torch.as_tensor(s_idx, device=dev)
     out = torch.zeros(W, K, dtype=torch.float64, device=dev)
+    acc = torch.zeros(W, V * Nl, dtype=torch.float64, device=dev)
     for rows, lo, cnt, kmax, wing in plan.chunks:
         idx, dl, mask = _segment_geometry(wl_t, plan.wl0[rows], lo, cnt, kmax)
         B, Kp = idx.shape
-        y = _run("con", use_compile, G, idx, dl, mask, amp[rows][:, None, :],
-                 sigma[rows][:, None, :], gamma[rows][:, None, :], Q[rows][:, None],
-                 wing).reshape(B, Kp * (1 + V) * N)
+        ys, yv = _run("con", use_compile, G, idx, dl, mask, amp[rows][:, None, :],
+                      sigma[rows][:, None, :], gamma[rows][:, None, :], Q[rows][:, None], wing)
+        flat = idx.reshape(-1)
+        acc.index_add_(0, flat, yv.reshape(B * Kp, V * Nl))
         # one matrix product per species present in this kernel chunk (the plan keeps each
         # species' rows contiguous, so every operand is a view)
         uniq, counts = torch.unique_consecutive(s_t[rows], return_counts=True)
         contrib = torch.empty(B * Kp, K, dtype=torch.float64, device=dev)
+        ys = ys.reshape(B * Kp, Nl)
         b0 = 0
         with torch.no_grad():  # mm(out=) takes no autograd inputs; nothing here needs a graph
             for s_, n_ in zip(uniq.tolist(), counts.tolist()):
-                torch.mm(y[b0:b0 + n_].reshape(n_ * Kp, (1 + V) * N), U[s_],
-                         out=contrib[b0 * Kp:(b0 + n_) * Kp])
+                torch.mm(ys[b0 * Kp:(b0 + n_) * Kp], Us[s_], out=contrib[b0 * Kp:(b0 + n_) * Kp])
                 b0 += n_
-        out.index_add_(0, idx.reshape(-1), contrib)
-    return out
+        out.index_add_(0, flat, contrib)
+    return out + acc @ Dm
 
 
 def line_absorption(linelist, wl, atm, eos, vmic_kms, *, alpha_cont=None, threshold=1e-4,
