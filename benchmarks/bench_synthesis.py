@@ -8,6 +8,12 @@ Measures, in one process (CPU threads as given by ``--threads``, default 2):
   30 derivatives (teff, logg, vmic and the 27 abundance labels) by forward-mode AD
   (all tangents in one pass, ``method="multi"``).
 
+- ``sme`` (``--sme``): SME (``pysme-astro``, the compiled SME library) given the same
+  atmosphere, abundances and line list (atoms, molecules, Balmer/Paschen lines) over the
+  same 3650–9150 Å in 500 Å pieces (as ``validate_sun.py``), its normalized spectrum only
+  (SME has no differential spectra); the ratios to our warm timings are reported. Needs a
+  writable HOME for SME's cache (``HOME=/tmp/smehome``).
+
 "cold" is the first call in the process: it includes ``torch.compile`` of the kernels
 (inductor's on-disk cache makes a second process faster than a truly first run; delete
 ``/tmp/torchinductor_$USER`` for a really cold start). "warm" is the median of
@@ -16,7 +22,7 @@ is reported after each phase. Line counts come from one pass over the wavelength
 with the solar state (input lines per chunk summed over chunks, which double-counts the
 ±30 Å chunk margins; lines passing the screening bound; lines selected).
 
-    .venv/bin/python benchmarks/bench_synthesis.py [--repeats 3] [--no-diff] [--teff 5777 --logg 4.44]
+    HOME=/tmp/smehome .venv/bin/python benchmarks/bench_synthesis.py [--repeats 3] [--no-diff] [--sme] [--teff 5777 --logg 4.44]
 
 Prints one JSON object.
 """
@@ -84,6 +90,7 @@ def main(argv=None):
     ap.add_argument("--teff", type=float, default=None)
     ap.add_argument("--logg", type=float, default=None)
     ap.add_argument("--fe-h", type=float, default=None)
+    ap.add_argument("--sme", action="store_true", help="also time SME on the same star and range")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -118,8 +125,43 @@ def main(argv=None):
         res["max_abs_primal_difference"] = float((p - sp).abs().max())
         res["max_abs_derivative"] = {n: float(J[i].abs().max()) for i, n in enumerate(DIFFERENTIAL_LABELS)}
         res["peak_rss_gb_after_differential"] = round(_rss_gb(), 2)
+    if args.sme:
+        res["sme_s"] = round(_timed(lambda: sme_full_range(synth, lab), "SME")[0], 1)
+        res["sme_over_primal_warm"] = round(res["sme_s"] / res["primal_warm_s"], 1)
+        if "differential_warm_s" in res:
+            res["sme_over_differential_warm"] = round(res["sme_s"] / res["differential_warm_s"], 2)
     res["lines"] = _timed(lambda: line_counts(synth, lab), "line counts")[1]
     print(json.dumps(res, indent=1))
+
+
+def sme_full_range(synth, lab, piece: float = 500.0):
+    """SME's normalized spectrum of ``lab`` over the synthesizer's range, in pieces."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sme_reference import sme_inputs, sme_normalized_spectrum
+
+    atm_np, A = sme_inputs(synth, lab)
+    lo, hi = synth.wl_range
+    names = ["teff", "logg", "vmic"]
+    from phdlspec_app import labels as L
+
+    teff, logg, vmic = (float(lab[L.label_names().index(n)]) for n in names)
+    edges = np.append(np.arange(lo, hi, piece), hi)
+    import contextlib
+    import logging
+
+    logging.getLogger("pysme").setLevel(logging.WARNING)   # its INFO lines go to stdout (the JSON)
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
+        cwd = os.getcwd()
+        os.chdir(tmp)
+        try:
+            for a, b in zip(edges[:-1], edges[1:]):
+                sme_normalized_spectrum(atm_np, A, vmic, synth.linelist, a, b, teff=teff, logg=logg)
+        finally:
+            os.chdir(cwd)
 
 
 if __name__ == "__main__":
