@@ -135,3 +135,20 @@ def test_analytic_stark_partials_match_forward_ad(hl, pair):
     assert (P[-1] == 0).all() and (dT[-1] == 0).all()        # outside the table: no opacity
     assert dne[:4].abs().max() > 0
     assert len(cache) == 1                                    # per-layer quantities kept once
+
+
+@pytest.mark.parametrize("pair", [(2, 3), (2, 5)])
+def test_analytic_abo_partials_match_forward_ad(hl, pair):
+    """The analytic T, n(H I), ξ partials of the Hα–Hγ self-broadening (ABO) Voigt
+    component equal forward-mode AD of ``_abo_shape``, core and wings."""
+    T = torch.tensor([3900.0, 5800.0, 7600.0], dtype=F64)
+    nH = torch.tensor([1e15, 3e16, 2e17], dtype=F64)
+    xi = torch.tensor([0.5e5, 1.0e5, 2.5e5], dtype=F64)
+    lam0 = hl.vacuum_wavelength(*pair)
+    lam = lam0 + torch.tensor([-80.0, -3.0, -0.2, -0.01, 0.0, 0.05, 1.0, 25.0], dtype=F64)
+    A, dA = hl._abo_shape_partials(*pair, lam0, lam, T, nH, xi)
+    ref = hl._diag_partials(lambda T_, n_, x_: hl._abo_shape(*pair, lam0, lam, T_, n_, x_), (T, nH, xi), range(3))
+    assert torch.allclose(A, hl._abo_shape(*pair, lam0, lam, T, nH, xi), rtol=1e-12, atol=0)
+    for q in range(3):
+        scale = ref[q].abs().amax(dim=1, keepdim=True)
+        assert ((dA[q] - ref[q]).abs() / scale).max() <= 1e-9, q

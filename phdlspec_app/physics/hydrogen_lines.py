@@ -294,6 +294,40 @@ def _abo_shape(lo_n, up_n, lam0, lam, T, nH, xi):
     return (lam0_cm**2 / C.c / (math.sqrt(math.pi) * d))[:, None] * H
 
 
+def _abo_shape_partials(lo_n, up_n, lam0, lam, T, nH, xi):
+    """:func:`_abo_shape` (N, K) and its partials (3, N, K) w.r.t. each layer's T (per K),
+    n(H I) (per cm⁻³) and ξ (per cm/s), analytic: with d = √2 σ, a = γ/d, v = Δλ/d,
+    A = (λ₀²/c)/(√π d) H(a, v), ∂H/∂v = −2(vH − aK), ∂H/∂a = 2(vK + aH) − 2/√π (K = Im w);
+    γ ∝ n_H T^((1−α)/2) (ABO), d² ∝ kT/m_H + ξ²/2."""
+    from .voigt import faddeeva_xy
+
+    sig_abo, a_abo = _ABO[(lo_n, up_n)]
+    vbar = torch.sqrt(8 * C.k_B * T / math.pi * (2.0 / _M_H))
+    Gam = (2 * (4 / math.pi) ** (a_abo / 2) * math.gamma((4 - a_abo) / 2) * 1e6
+           * sig_abo * C.a0**2 * (vbar / 1e6) ** (1 - a_abo)) * nH
+    lam0_cm = lam0 * 1e-8
+    gam = Gam * lam0_cm**2 / (4 * math.pi * C.c)
+    u = C.k_B * T / _M_H + 0.5 * xi * xi
+    d = math.sqrt(2.0) * lam0_cm / C.c * torch.sqrt(u)
+    a = (gam / d)[:, None]
+    v = ((lam - lam0) * 1e-8)[None, :] / d[:, None]
+    a, v = torch.broadcast_tensors(a, v)
+    H, Kim = faddeeva_xy(v, a)
+    pref = (lam0_cm**2 / C.c / (math.sqrt(math.pi) * d))[:, None]
+    A = pref * H
+    H_v = -2.0 * (v * H - a * Kim)
+    H_a = 2.0 * (v * Kim + a * H) - 2.0 / math.sqrt(math.pi)
+    dlnd = {0: (C.k_B / _M_H) / (2 * u), 2: xi / (2 * u)}            # ∂ ln d/∂T, ∂ ln d/∂ξ
+    inv_nH = torch.where(nH > 0, 1.0 / torch.where(nH > 0, nH, torch.ones_like(nH)), torch.zeros_like(nH))
+    dlng = {0: (1 - a_abo) / (2 * T), 1: inv_nH}                    # ∂ ln γ/∂T, ∂ ln γ/∂n_H
+    out = []
+    for q in range(3):
+        ld = dlnd[q][:, None] if q in dlnd else 0.0
+        lg = dlng[q][:, None] if q in dlng else 0.0
+        out.append(-A * ld + pref * (H_a * a * (lg - ld) - H_v * v * ld))
+    return A, torch.stack(out)
+
+
 def _transitions_in(wl_np, series, window, n_upper_max, n_upper_min=1):
     lowers = {_SERIES[s.lower()] for s in series}
     for tr in hydrogen_transitions():
@@ -414,12 +448,7 @@ def hydrogen_line_partials(wl, T, ne, nH, nHe, UH, vmic_kms, *, series=("balmer"
         shape_ = P
         d_shape = {0: dP[0], 1: dP[1]}
         if (lo_n, up_n) in _ABO:
-            def f_a(T_, nH_, xi_):
-                return _abo_shape(lo_n, up_n, lam0, lam, T_, nH_, xi_)
-
-            with torch.no_grad():
-                A = f_a(T, nH, xi)
-            dA = _diag_partials(f_a, (T, nH, xi), range(3))                  # (3, N, K)
+            A, dA = _abo_shape_partials(lo_n, up_n, lam0, lam, T, nH, xi)     # (N, K), (3, N, K)
             shape_ = P + A
             d_shape = {0: dP[0] + dA[0], 1: dP[1], 2: dA[1], 5: dA[2] * 1e5}
         out[:, i0:i1] += s[:, None] * shape_
