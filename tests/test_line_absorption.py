@@ -300,25 +300,3 @@ def test_analytic_parameter_partials_match_forward_ad(use_compile):
         assert ((g - r).abs() / scale).max() <= 1e-10
     # the T partial of amp is not zero (Boltzmann factor), the ξ² partial of σ positive
     assert (got[3][:, 0, 0] != 0).all() and (got[3][:, 1, 3] > 0).all()
-
-
-def test_inner_core_segments_take_the_branch_they_would_anyway(monkeypatch):
-    """The plan's inner-core segments (|z| < 6 in every layer) evaluate Weideman's series
-    alone; evaluating them with the merged two-branch function instead gives the same
-    opacity to round-off — so no point of an inner segment lies at |z| ≥ 6 — and the
-    segments exist (strong damped lines, weak narrow ones, hot and cool layers)."""
-    import phdlspec_app.physics.line_absorption as LA
-    from phdlspec_app.physics.voigt import faddeeva_xy
-
-    atm, eos = _state([3800.0, 5600.0, 9000.0], [1e10, 1e13, 1e15], [1e15, 1e16, 1e18], [1e8, 1e10, 1e11])
-    rng = np.random.default_rng(7)
-    n = 200
-    ll = _lines(np.sort(rng.uniform(5000, 5040, n)), rng.uniform(-5, 1.0, n), rng.uniform(0, 4, n),
-                lg6=-7.0, gamma_stark=1e-5, gamma_rad=1e8)
-    wl = torch.linspace(4995, 5045, 30001, dtype=F64)
-    ref, plan = line_absorption(ll, wl, atm, eos, 1.5, compile=False, return_plan=True)
-    modes = [c[4] for c in plan.chunks]
-    assert LA.INNER in modes and LA.MIXED in modes and LA.WING in modes
-    monkeypatch.setattr(LA, "_faddeeva_for", lambda mode: LA.faddeeva_cf if mode == LA.WING else faddeeva_xy)
-    merged = line_absorption(ll, wl, atm, eos, 1.5, compile=False)
-    assert torch.allclose(merged, ref, rtol=1e-13, atol=1e-300)

@@ -47,11 +47,9 @@ Speed (the hot path of a full-spectrum synthesis)
    the Lorentz wing drops below ``cutoff`` (default 3e−4) × continuum, combined in
    quadrature, maximised over layers, at least two Doppler widths, at most
    ``max_window`` Å.
-3. *Segments and chunks*: each window is split into its inner core (|z| < 6 in every
-   layer: Weideman's series alone), the rest of its core (|Δλ| < 6 Doppler widths of the
-   broadest layer: both branches, merged per point) and two wings (where |v| ≥ 6 in every
-   layer and the cheap continued fraction is exact to 1e−5); each point gets the branch
-   it would get anyway, so the split changes no number. Segments
+3. *Segments and chunks*: each window is split into its core (|Δλ| < 6 Doppler widths of
+   the broadest layer, where the full Weideman evaluation is needed) and two wings (where
+   |v| ≥ 6 in every layer and the cheap continued fraction is exact to 1e−5). Segments
    are sorted by length (grid points) and processed in chunks whose
    (segments × points × stars·layers) stays below ``chunk_elements``; each chunk gathers
    its wavelengths with an index tensor and scatters with ``index_put_(accumulate=True)``
@@ -88,7 +86,7 @@ import torch
 
 from . import constants as C
 from .autodiff import carries_derivative
-from .voigt import R_SWITCH, faddeeva_cf, faddeeva_weideman, faddeeva_xy
+from .voigt import R_SWITCH, faddeeva_cf, faddeeva_xy
 
 __all__ = ["line_absorption", "classical_gamma_rad", "approximate_gammas", "prepare_lines",
            "prepared_window", "contract_line_tangents", "molecule_names",
@@ -290,8 +288,7 @@ def _select_kernel(wl, gf, E_low, mass, gamma_rad, ln_g4, ln_c6, p6, sidx, j, nU
     """Selection and half windows of M lines (see :func:`_make_plan`), fused: per-line
     columns (M, 1), ``sidx``/``j`` (M,) species column and grid index of the line centre,
     nU (N, S), ac (N, W) continuum, layer rows (1, N). Returns (ok (M,) bool,
-    half window (M,) Å, max σ (M,) Å, half width (M,) Å inside which |z| < 6 in every
-    layer); nothing of size (M, N) is kept."""
+    half window (M,) Å, max σ (M,) Å); nothing of size (M, N) is kept."""
     amp, sigma, gamma = _param_expr(wl, gf, E_low, mass, gamma_rad, ln_g4, ln_c6, p6,
                                     nU[:, sidx].T, T, lnT, beta, ne, nH, xi2)
     a_c = ac[:, j].T                                         # (M, N)
@@ -309,9 +306,7 @@ def _select_kernel(wl, gf, E_low, mass, gamma_rad, ln_g4, ln_c6, p6, sidx, j, nU
     w = torch.sqrt(dop**2 + lor**2).amax(dim=1)
     w = torch.maximum(w, 2 * _SQRT2 * smax)
     w = torch.where(ok, torch.clamp(w, max=max_window), torch.zeros_like(w))
-    # |Δλ| below which |z|² = (Δλ² + γ²)/(2σ²) < R_SWITCH² in every layer
-    inner = torch.sqrt(torch.clamp(2 * R_SWITCH**2 * sigma**2 - gamma**2, min=0.0)).amin(dim=1)
-    return ok, w, smax, inner
+    return ok, w, smax
 
 
 def coarse_continuum(T, ne, nH) -> torch.Tensor:
@@ -332,20 +327,9 @@ def coarse_continuum(T, ne, nH) -> torch.Tensor:
 _C0 = 1e8 / _SQRT_PI        # profile per Å → per cm, with the 1/√π of H(a, v)
 
 
-#: kernel modes of a segment (the ``wing`` argument of the kernels): which branch of the
-#: Faddeeva function its points need. MIXED: some points have |z| < 6 in some layers and
-#: |z| ≥ 6 in others (both branches, merged); WING: |z| ≥ 6 everywhere (continued fraction);
-#: INNER: |z| < 6 everywhere (Weideman's series alone). The same numbers either way.
-MIXED, WING, INNER = 0, 1, 2
-
-
-def _faddeeva_for(mode: int):
-    return faddeeva_cf if mode == WING else faddeeva_weideman if mode == INNER else faddeeva_xy
-
-
-def _fwd_kernel(dl, mask, amp, sigma, gamma, wing: int, f32: bool = False):
+def _fwd_kernel(dl, mask, amp, sigma, gamma, wing: bool, f32: bool = False):
     """dl, mask: (B, K, 1) Å; amp, σ, γ: (B, 1, N) → α (B, K, N) in cm⁻¹.
-    ``wing``: the segment's mode (:data:`MIXED`, :data:`WING`, :data:`INNER`).
+    ``wing``: every point has |v| ≥ 6, so the continued fraction alone is exact enough.
     ``f32``: the Faddeeva function of (v, a) in float32 (v, a formed and the result scaled
     in float64): ≈2× faster; each profile value within 2e−6 of the line's peak (Weideman's
     real part cancels where H ≪ 1 near |z| = 6) and within 1e−3 relative wherever it
@@ -354,16 +338,16 @@ def _fwd_kernel(dl, mask, amp, sigma, gamma, wing: int, f32: bool = False):
     v, a = dl * inv_d, gamma * inv_d
     if f32:
         v, a = v.to(torch.float32), a.to(torch.float32)
-    wr, _ = _faddeeva_for(wing)(v, a)
+    wr, _ = (faddeeva_cf if wing else faddeeva_xy)(v, a)
     return wr.to(amp.dtype) * (amp * inv_d * _C0) * mask
 
 
-def _partials(dl, mask, amp, sigma, gamma, wing: int):
+def _partials(dl, mask, amp, sigma, gamma, wing: bool):
     """∂α/∂amp, ∂α/∂σ, ∂α/∂γ (B, K, N) from w′(z) = −2zw + 2i/√π."""
     inv_d = 1.0 / (_SQRT2 * sigma)
     v = dl * inv_d
     a = gamma * inv_d
-    wr, wi = _faddeeva_for(wing)(v, a)
+    wr, wi = (faddeeva_cf if wing else faddeeva_xy)(v, a)
     h_v = -2.0 * (v * wr - a * wi)
     h_a = 2.0 * (v * wi + a * wr) - 2.0 / _SQRT_PI
     s = mask * (_C0 * inv_d)
@@ -582,7 +566,7 @@ def _bound_keep(st: _Static, lay0: dict, ac_min: torch.Tensor, threshold: float)
 class _Plan:
     st: _Static                 # selected lines
     wl0: torch.Tensor           # (M,) Å
-    chunks: list                # (rows, lo, cnt, kmax, mode) per kernel call; each chunk's rows
+    chunks: list                # (rows, lo, cnt, kmax, wing) per kernel call; each chunk's rows
     #                             sorted by species (contract_line_tangents relies on it)
     n_points: int
     n_screened: int = -1
@@ -604,7 +588,6 @@ def _make_plan(st, wl_t, wl_np, lay, N, alpha_cont, threshold, cutoff, max_windo
     n = st.wl.size
     win = np.zeros(n)
     smax = np.zeros(n)
-    inner = np.zeros(n)
     if n:
         if use_compile is None:
             use_compile = _want_compile("auto")
@@ -619,14 +602,13 @@ def _make_plan(st, wl_t, wl_np, lay, N, alpha_cont, threshold, cutoff, max_windo
             block = n if use_compile else max(1, (1 << 22) // max(N, 1))
             for s in range(0, n, block):
                 sl = slice(s, s + block)
-                ok, w, sm, inn = _run("sel", use_compile,
+                ok, w, sm = _run("sel", use_compile,
                                  *(t(getattr(st, f)[sl]) for f in _STATIC_COLS),
                                  torch.as_tensor(st.sidx[sl], device=dev),
                                  torch.as_tensor(j[sl], device=dev), lay0["nU"], ac_sel, *lay_rows,
                                  float(threshold), float(cutoff), float(max_window))
                 win[sl] = w.cpu().numpy()
                 smax[sl] = sm.cpu().numpy()
-                inner[sl] = inn.cpu().numpy()
     lo = np.searchsorted(wl_np, st.wl - win, side="left")
     hi = np.searchsorted(wl_np, st.wl + win, side="right")
     K = np.where(win > 0, hi - lo, 0)
@@ -637,25 +619,19 @@ def _make_plan(st, wl_t, wl_np, lay, N, alpha_cont, threshold, cutoff, max_windo
     M = sel.size
     lo, hi = lo[sel], hi[sel]
 
-    # ---- segments: the inner core (|z| < 6 in every layer: Weideman only), the rest of the
-    # core (|v| < 6 in some layer: both branches) and the two wings (|v| ≥ 6 in all) ---------
+    # ---- segments: the core (|v| < 6 in some layer) and the two wings (|v| ≥ 6 in all) ---
     core = R_SWITCH * _SQRT2 * smax[sel] * (1 + 1e-9)
     lo_c = np.clip(np.searchsorted(wl_np, st_sel.wl - core, side="left"), lo, hi)
     hi_c = np.clip(np.searchsorted(wl_np, st_sel.wl + core, side="right"), lo_c, hi)
-    # 1e-4 below the bound, so that rounding (|z|² is formed in float32 by the fast
-    # kernel) never sends a point of this segment across |z| = 6
-    inn = np.minimum(inner[sel] * (1 - 1e-4), core)
-    lo_i = np.clip(np.searchsorted(wl_np, st_sel.wl - inn, side="left"), lo_c, hi_c)
-    hi_i = np.clip(np.searchsorted(wl_np, st_sel.wl + inn, side="right"), lo_i, hi_c)
     rows_all = np.arange(M)
-    seg_row = np.concatenate([rows_all] * 5)
-    seg_lo = np.concatenate([lo_i, lo_c, hi_i, lo, hi_c])
-    seg_k = np.concatenate([hi_i - lo_i, lo_i - lo_c, hi_c - hi_i, lo_c - lo, hi - hi_c])
-    seg_mode = np.concatenate([np.full(M, INNER), np.full(2 * M, MIXED), np.full(2 * M, WING)])
+    seg_row = np.concatenate([rows_all, rows_all, rows_all])
+    seg_lo = np.concatenate([lo_c, lo, hi_c])
+    seg_k = np.concatenate([hi_c - lo_c, lo_c - lo, hi - hi_c])
+    seg_wing = np.concatenate([np.zeros(M, bool), np.ones(2 * M, bool)])
 
     chunks = []
-    for wing in (INNER, MIXED, WING):
-        keep = np.nonzero((seg_k > 0) & (seg_mode == wing))[0]
+    for wing in (False, True):
+        keep = np.nonzero((seg_k > 0) & (seg_wing == wing))[0]
         keep = keep[np.argsort(seg_k[keep], kind="stable")]     # similar lengths together
         r_np, lo_np, k_np = seg_row[keep], seg_lo[keep], seg_k[keep]
         s = 0

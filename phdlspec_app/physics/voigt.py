@@ -35,7 +35,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["faddeeva", "faddeeva_xy", "faddeeva_cf", "faddeeva_weideman", "voigt_hjerting", "voigt_profile", "WEIDEMAN_N",
+__all__ = ["faddeeva", "faddeeva_xy", "faddeeva_cf", "voigt_hjerting", "voigt_profile", "WEIDEMAN_N",
            "R_SWITCH"]
 
 WEIDEMAN_N = 24      # number of terms of Weideman's rational series
@@ -66,18 +66,10 @@ def faddeeva_xy(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
     ``torch.compile``); the continued-fraction branch is fed a shifted argument inside
     |z| < 6 so that it never divides by zero there.
     """
-    r2 = x * x + y * y
-    inner = r2 < R_SWITCH * R_SWITCH
-    wr_in, wi_in = faddeeva_weideman(x, y)
-    wr_out, wi_out = faddeeva_cf(torch.where(inner, x + 2.0 * R_SWITCH, x), y)
-    return torch.where(inner, wr_in, wr_out), torch.where(inner, wi_in, wi_out)
-
-
-def faddeeva_weideman(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Re w, Im w) from Weideman's series alone — the branch :func:`faddeeva_xy` takes
-    for |z| < 6 (the same arithmetic, so the same numbers there); only valid there."""
     L, coef = _L, _COEF
     r2 = x * x + y * y
+    inner = r2 < R_SWITCH * R_SWITCH
+
     # --- Weideman: Z = (L + iz)/(L − iz) = ((L² − x² − y²) + 2iLx) / ((L + y)² + x²)
     den = (L + y) * (L + y) + x * x
     zr = (L * L - r2) / den
@@ -92,7 +84,9 @@ def faddeeva_weideman(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, t
     q2i = 2.0 * qr * qi
     wr_in = 2.0 * (pr * q2r - pi * q2i) + _INV_SQRT_PI * qr
     wi_in = 2.0 * (pr * q2i + pi * q2r) + _INV_SQRT_PI * qi
-    return wr_in, wi_in
+
+    wr_out, wi_out = faddeeva_cf(torch.where(inner, x + 2.0 * R_SWITCH, x), y)
+    return torch.where(inner, wr_in, wr_out), torch.where(inner, wi_in, wi_out)
 
 
 def faddeeva_cf(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
