@@ -124,6 +124,28 @@ def _ln_profile(tr, lnT, lnne, lnx, dev, table=None):
     return res - 2.5 * torch.clamp(lnx - lnx_c, min=0.0)
 
 
+def _inside(tr, lnT, lnne):
+    """Layers inside the table's (T, n_e) range."""
+    return ((lnT >= float(tr["lnT"][0])) & (lnT <= float(tr["lnT"][-1]))
+            & (lnne >= float(tr["lnne"][0])) & (lnne <= float(tr["lnne"][-1])))
+
+
+def _missing_area(tr, lnT, lnne, F0, dev, table=None):
+    """1 − ∫P dν per layer (clamped at 0): quadrature over the table's x grid with the flat
+    core and the x^(−5/2) tail (see :func:`stark_profile`)."""
+    u = torch.linspace(float(tr["lnx"][0]), float(tr["lnx"][-1]), 801, dtype=torch.float64, device=dev)
+    Pq = torch.exp(_ln_profile(tr, lnT, lnne, u.expand(lnT.shape[0], -1), dev, table))
+    xq = torch.exp(u)
+    area = 2 * F0 * (torch.trapezoid(Pq * xq, u, dim=1) + Pq[:, 0] * xq[0] + Pq[:, -1] * xq[-1] / 1.5)
+    return torch.clamp(1.0 - area, min=0.0)
+
+
+def _doppler_sigma_nu(tr, T):
+    """Thermal Doppler width of H in Hz: σ_ν = ν₀/c √(kT/m_H), ν₀ from the table's line."""
+    nu0 = C.c * RYDBERG_H_CM * (1.0 / tr["lower"]**2 - 1.0 / tr["upper"]**2)
+    return nu0 / C.c * torch.sqrt(C.k_B * T / _M_H)
+
+
 def stark_profile(tr: dict, T: torch.Tensor, ne: torch.Tensor, dnu: torch.Tensor,
                   normalize: bool = True, cache: dict | None = None):
     """Stehlé & Hutcheson profile P (per Hz) of transition ``tr`` at |Δν| (Hz).
@@ -147,23 +169,12 @@ def stark_profile(tr: dict, T: torch.Tensor, ne: torch.Tensor, dnu: torch.Tensor
     lay = cache.get(key) if cache is not None else None
     if lay is None:
         lnT, lnne = torch.log(T), torch.log(ne)
-        inside = ((lnT >= float(tr["lnT"][0])) & (lnT <= float(tr["lnT"][-1]))
-                  & (lnne >= float(tr["lnne"][0])) & (lnne <= float(tr["lnne"][-1])))
+        inside = _inside(tr, lnT, lnne)
         F0 = 1.25e-9 * ne ** (2.0 / 3.0)
         table = _layer_table(tr, lnT, lnne, dev)
         lay = dict(lnT=lnT, lnne=lnne, inside=inside, F0=F0, table=table)
         if normalize:
-            u = torch.linspace(float(tr["lnx"][0]), float(tr["lnx"][-1]), 801, dtype=torch.float64,
-                               device=dev)
-            Pq = torch.exp(_ln_profile(tr, lnT, lnne, u.expand(T.shape[0], -1), dev, table))
-            xq = torch.exp(u)
-            area = 2 * F0 * (torch.trapezoid(Pq * xq, u, dim=1) + Pq[:, 0] * xq[0]
-                             + Pq[:, -1] * xq[-1] / 1.5)
-            missing = torch.clamp(1.0 - area, min=0.0)
-            # thermal Doppler width in Hz: σ_ν = ν₀/c √(kT/m_H), ν₀ from the table's line
-            nu0 = C.c * RYDBERG_H_CM * (1.0 / tr["lower"]**2 - 1.0 / tr["upper"]**2)
-            s_nu = nu0 / C.c * torch.sqrt(C.k_B * T / _M_H)
-            lay.update(missing=missing, s_nu=s_nu)
+            lay.update(missing=_missing_area(tr, lnT, lnne, F0, dev, table), s_nu=_doppler_sigma_nu(tr, T))
         if cache is not None:
             cache[key] = lay
     if dnu.dim() == 1:
@@ -186,27 +197,19 @@ def _stark_layer_partials(tr, T, ne, dev):
         return _layer_table(tr, torch.log(T_), torch.log(ne_), dev)
 
     def missing_of(T_, ne_):
-        lnT, lnne = torch.log(T_), torch.log(ne_)
-        F0 = 1.25e-9 * ne_ ** (2.0 / 3.0)
-        u = torch.linspace(float(tr["lnx"][0]), float(tr["lnx"][-1]), 801, dtype=torch.float64, device=dev)
-        Pq = torch.exp(_ln_profile(tr, lnT, lnne, u.expand(T_.shape[0], -1), dev))
-        xq = torch.exp(u)
-        area = 2 * F0 * (torch.trapezoid(Pq * xq, u, dim=1) + Pq[:, 0] * xq[0] + Pq[:, -1] * xq[-1] / 1.5)
-        return torch.clamp(1.0 - area, min=0.0)
+        return _missing_area(tr, torch.log(T_), torch.log(ne_), 1.25e-9 * ne_ ** (2.0 / 3.0), dev)
 
     diag = _diag_partials
     lnT, lnne = torch.log(T), torch.log(ne)
-    inside = ((lnT >= float(tr["lnT"][0])) & (lnT <= float(tr["lnT"][-1]))
-              & (lnne >= float(tr["lnne"][0])) & (lnne <= float(tr["lnne"][-1])))
+    inside = _inside(tr, lnT, lnne)
     with torch.no_grad():
         table = table_of(T, ne)
         missing = missing_of(T, ne)
     d_table = diag(table_of, (T, ne), range(2))                # (2, N, nx)
     d_missing = diag(missing_of, (T, ne), range(2))            # (2, N)
-    nu0 = C.c * RYDBERG_H_CM * (1.0 / tr["lower"]**2 - 1.0 / tr["upper"]**2)
-    s_nu = nu0 / C.c * torch.sqrt(C.k_B * T / _M_H)
     return dict(lnT=lnT, lnne=lnne, inside=inside.to(torch.float64), F0=1.25e-9 * ne ** (2.0 / 3.0),
-                ne=ne, T=T, table=table, d_table=d_table, missing=missing, d_missing=d_missing, s_nu=s_nu)
+                ne=ne, T=T, table=table, d_table=d_table, missing=missing, d_missing=d_missing,
+                s_nu=_doppler_sigma_nu(tr, T))
 
 
 def stark_profile_partials(tr: dict, T: torch.Tensor, ne: torch.Tensor, dnu: torch.Tensor,
