@@ -298,3 +298,39 @@ def test_sme_total_continuum(sme_run, j, lam):
     assert _maxrel(tot, d["COPRED_" + w], sel) < 0.05
     ahyd = k["H_bf"][:, j] + k["H_ff"][:, j]
     assert np.all(ahyd >= 0.97 * d["AHYD_" + w])  # w(n) < 1 lowers populations by ≤ 2 %
+
+
+@pytest.mark.parametrize("with_hminus", [True, False])
+def test_continuum_tangents_equal_dual_numbers(shared_dir, with_hminus):
+    """continuum_tangents (per-layer partials contracted with the inputs' tangents) equals
+    pushing K random tangents through continuum_absorption with torch.func (vmap of jvp), and
+    its α_c is continuum_absorption's bit for bit; with n(H⁻) given and by Saha."""
+    from phdlspec_app.physics.continuum import hminus_number_density
+    from phdlspec_app.physics.continuum_absorption import continuum_absorption, continuum_tangents
+    atm, eos = _solar_like_inputs(L=6)
+    T, ne, atoms, U, nH2 = atm.T, atm.ne, eos.atoms, eos.U, eos.molecules["H2"]
+    nHm = hminus_number_density(atoms[:, 1, 0], ne, T, U[:, 1, 0]) if with_hminus else None
+    wl = torch.linspace(3650.0, 9150.0, 301, dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    K = 4
+    tans = [0.01 * T * torch.randn(K, 6, generator=g, dtype=torch.float64),
+            ne * torch.randn(K, 6, generator=g, dtype=torch.float64),
+            atoms * torch.randn(K, *atoms.shape, generator=g, dtype=torch.float64),
+            0.1 * U * torch.randn(K, *U.shape, generator=g, dtype=torch.float64),
+            nH2 * torch.randn(K, 6, generator=g, dtype=torch.float64),
+            None if nHm is None else nHm * torch.randn(K, 6, generator=g, dtype=torch.float64)]
+    prim = [T, ne, atoms, U, nH2, nHm]
+
+    def f(T, ne, atoms, U, nH2, *rest):
+        return continuum_absorption(wl, SimpleNamespace(T=T, ne=ne),
+                                    SimpleNamespace(atoms=atoms, U=U, molecules={"H2": nH2},
+                                                    n_Hminus=rest[0] if rest else None, ne=ne))
+
+    p_used = [x for x in prim if x is not None]
+    t_used = [x for x in tans if x is not None]
+    ref = torch.func.vmap(lambda *t: torch.func.jvp(f, tuple(p_used), t)[1])(*t_used)
+    alpha, dalpha = continuum_tangents(wl, prim, tans)
+    assert torch.equal(alpha, f(*p_used))
+    assert dalpha.shape == (K, 6, 301)
+    assert torch.allclose(dalpha, ref, rtol=1e-10, atol=1e-12 * ref.abs().max().item())
+    assert ref.abs().max() > 0

@@ -12,10 +12,10 @@ from .h2plus import h2plus_bf_ff
 from .helium import heminus_ff
 from .hminus import hminus_bf, hminus_bf_cross_section, hminus_ff, hminus_number_density
 from .hydrogen import gaunt_ff_vanhoof, hummer_mihalas_w, hydrogen_bf, hydrogen_ff
-from .metals import METAL_BF_SPECIES, metal_bf, metal_bf_species
+from .metals import METAL_BF_SPECIES, metal_bf, metal_bf_cross_sections, metal_bf_species
 from .scattering import rayleigh_h, rayleigh_h2, rayleigh_he, thomson
 
 __all__ = ["h2plus_bf_ff", "heminus_ff", "hminus_bf", "hminus_bf_cross_section", "hminus_ff",
            "hminus_number_density", "gaunt_ff_vanhoof", "hummer_mihalas_w", "hydrogen_bf",
-           "hydrogen_ff", "METAL_BF_SPECIES", "metal_bf", "metal_bf_species", "rayleigh_h",
+           "hydrogen_ff", "METAL_BF_SPECIES", "metal_bf", "metal_bf_cross_sections", "metal_bf_species", "rayleigh_h",
            "rayleigh_h2", "rayleigh_he", "thomson"]

@@ -36,7 +36,7 @@ import torch
 from ...paths import physics_dir
 from ._common import as_tensor, interp1d, interp_layers, layer, stim_factor
 
-__all__ = ["METAL_BF_SPECIES", "metal_bf", "metal_bf_species", "read_jonabs_block"]
+__all__ = ["METAL_BF_SPECIES", "metal_bf", "metal_bf_cross_sections", "metal_bf_species", "read_jonabs_block"]
 
 #: jonabs block name → (Z, ion stage index: 0 = neutral, 1 = singly ionized)
 METAL_BF_SPECIES = {
@@ -151,3 +151,12 @@ def metal_bf(wl, T, atoms, U, species=None):
         a = _metal_sigma(wl, T, read_jonabs_block(nm)) * layer(atoms[..., Z, ion] / U[..., Z, ion])
         total = a if total is None else total + a
     return total * stim_factor(wl, T)
+
+
+def metal_bf_cross_sections(wl, T, species=None) -> torch.Tensor:
+    """Per-species σ_X(λ, T) (1 − e^{−hν/kT}) [cm²], stacked (S, ..., L, W) over ``species``
+    (default: all of :data:`METAL_BF_SPECIES`, in its order): ``metal_bf`` is
+    Σ_X this · n(X)/U(X), so these are its partial derivatives with respect to n(X)/U(X)."""
+    names = list(METAL_BF_SPECIES) if species is None else list(species)
+    stim = stim_factor(wl, T)
+    return torch.stack([_metal_sigma(wl, T, read_jonabs_block(nm)) * stim for nm in names])
