@@ -176,10 +176,13 @@ class Synthesizer:
                                threshold=self.line_threshold, prepared=prep,
                                return_plan=return_plan, profile_dtype=self.profile_dtype)
 
-    def _chunk_flux(self, wl_chunk: np.ndarray, atm, eos, vmic, wl_c, alpha_cc, h_cache=None):
+    def _chunk_flux(self, wl_chunk: np.ndarray, atm, eos, vmic, wl_c, alpha_cc, F_cc, h_cache=None):
+        """(F, F_c) on one chunk: F by the radiative transfer on the fine grid, the
+        continuum flux F_c interpolated from the coarse grid (see :func:`_continuum_flux`)."""
         dev = self.device
         wl_t = torch.as_tensor(wl_chunk, dtype=torch.float64, device=dev)
-        alpha_c = _interp_last(alpha_cc, wl_c, wl_t)
+        idx, tw = _interp_weights(wl_c, wl_t)
+        alpha_c = _interp_cols(alpha_cc, idx, tw)
         alpha_l = self._lines(wl_chunk, atm, eos, vmic, alpha_c)
         if self.hydrogen:
             from .hydrogen_lines import hydrogen_line_absorption
@@ -187,7 +190,7 @@ class Synthesizer:
             alpha_l = alpha_l + self._hydrogen_split(hydrogen_line_absorption, wl_t, atm, eos, vmic_kms=vmic,
                                                      cache=h_cache)
         S = planck_lambda(wl_t, atm.T)
-        return _flux_pair(alpha_c, alpha_l, S, eos.rho, atm.rhox, self.n_mu)
+        return _flux(alpha_c + alpha_l, S, eos.rho, atm.rhox, self.n_mu), _interp_cols(F_cc, idx, tw)
 
     def _hydrogen_split(self, fn, wl_t, *args, **kw):
         """``fn`` (``hydrogen_line_absorption`` or :func:`_hydrogen_partials`, λ on the last
@@ -207,6 +210,7 @@ class Synthesizer:
         wl = self._grid(wl_range)
         wl_c = torch.as_tensor(self._coarse_grid(wl), dtype=torch.float64, device=self.device)
         alpha_cc = continuum_absorption(wl_c, atm, eos)
+        F_cc = _continuum_flux(wl_c, alpha_cc, atm.T, eos.rho, atm.rhox, self.n_mu)
         chunks = list(self._chunks(wl))
         if progress:
             from tqdm.auto import tqdm
@@ -215,7 +219,7 @@ class Synthesizer:
         F, C = [], []
         h_cache = {}        # per-layer hydrogen quantities of this star, shared by the chunks
         for a, b in chunks:
-            f, c = self._chunk_flux(wl[a:b], atm, eos, vmic, wl_c, alpha_cc, h_cache)
+            f, c = self._chunk_flux(wl[a:b], atm, eos, vmic, wl_c, alpha_cc, F_cc, h_cache)
             F.append(f)
             C.append(c)
         F = torch.cat(F, dim=-1)
@@ -363,6 +367,7 @@ class Synthesizer:
             atm = ModelAtmosphere(rhox=rhox, T=T, P=split(atm_d.P)[0], ne=ne_a)
             eos = _detach_eos(eos_d)
         alpha_cc, dalpha_cc = _continuum_tangents(wl_c, [c[0] for c in c_in], [c[1] for c in c_in])
+        F_cc, dF_cc = _continuum_flux_tangents(wl_c, alpha_cc, dalpha_cc, T, dT, rho, drho, rhox, drhox, self.n_mu)
         # hydrogen-line inputs: T, n_e, n(H I), n(He I), U(H I), ξ — primal (L,), tangents (K, L)
         hp = [h[0] for h in hvars] + [xi]
         ht = torch.stack([h[1] for h in hvars] + [dxi[:, None].expand(K, Lz)], dim=1)   # (K, 6, L)
@@ -390,17 +395,20 @@ class Synthesizer:
             else:
                 alpha_h, P_h = None, None
             S = planck_lambda(wl_t, T)
-            # per-wavelength sensitivities of R = F/F_c (one reverse pass)
-            leaves = [(alpha_c + alpha_l + (alpha_h if alpha_h is not None else 0.0)), alpha_c, S,
+            # R = F/F_c with F_c interpolated from the coarse grid: the per-wavelength
+            # sensitivities of F/F_c at fixed F_c by one reverse pass, then − R dF_c/F_c
+            inv_c = 1.0 / _interp_cols(F_cc, idx, tw)
+            leaves = [(alpha_c + alpha_l + (alpha_h if alpha_h is not None else 0.0)), S,
                       rho[:, None].expand_as(S).clone(), rhox[:, None].expand_as(S).clone()]
             leaves = [x.detach().requires_grad_(True) for x in leaves]
             with torch.enable_grad():
-                R = _norm_flux(*leaves, self.n_mu)
-                G_tot, G_c, G_S, G_rho, G_rhox = torch.autograd.grad(R.sum(), leaves)
+                R = _scaled_flux(*leaves, inv_c, self.n_mu)
+                G_tot, G_S, G_rho, G_rhox = torch.autograd.grad(R.sum(), leaves)
             R = R.detach()
-            # continuum tangents (K, L, W), interpolated like the primal
-            # continuum: Σ_l G (interpolated coarse tangents), as a batched (K, L) @ (L, 1)
-            dR = _contract_interpolated(dacLK, idx, tw, (G_tot + G_c).T).T.contiguous()
+            # continuum opacity tangents: Σ_l G (interpolated coarse tangents), as a batched
+            # (K, L) @ (L, 1) per coarse interval
+            dR = _contract_interpolated(dacLK, idx, tw, G_tot.T).T.contiguous()
+            dR -= (R * inv_c) * _interp_cols(dF_cc, idx, tw)
             dBdT = _planck_dT(wl_t, T)
             dR += dT @ (G_S * dBdT) + drho @ G_rho + drhox @ G_rhox
             if plan is not None:
@@ -490,16 +498,12 @@ def _tau_columns(alpha, rho_f, rhox_f):
     return torch.cumsum(torch.cat([top, steps], dim=-2), dim=-2)
 
 
-def _norm_flux_eager(alpha_tot, alpha_c, S, rho_f, rhox_f, n_mu: int):
-    F = emergent_flux(_tau_columns(alpha_tot, rho_f, rhox_f), S, n_mu)
-    Fc = emergent_flux(_tau_columns(alpha_c, rho_f, rhox_f), S, n_mu)
-    return F / Fc
+def _scaled_flux_eager(alpha_tot, S, rho_f, rhox_f, scale, n_mu: int):
+    return emergent_flux(_tau_columns(alpha_tot, rho_f, rhox_f), S, n_mu) * scale
 
 
-def _flux_pair_eager(alpha_c, alpha_l, S, rho, rhox, n_mu: int):
-    tau_c = optical_depth(alpha_c, rho, rhox)
-    tau = optical_depth(alpha_c + alpha_l, rho, rhox)
-    return emergent_flux(tau, S, n_mu), emergent_flux(tau_c, S, n_mu)
+def _flux_eager(alpha, S, rho, rhox, n_mu: int):
+    return emergent_flux(optical_depth(alpha, rho, rhox), S, n_mu)
 
 
 _COMPILED: dict = {}
@@ -543,13 +547,42 @@ def _call_compiled(fn, *args):
         return fn(*args)
 
 
-def _flux_pair(alpha_c, alpha_l, S, rho, rhox, n_mu: int):
-    """(F, F_c) of one chunk (compiled when the inputs are plain tensors)."""
-    return _call_compiled(_flux_pair_eager, alpha_c, alpha_l, S, rho, rhox, n_mu)
+def _flux(alpha, S, rho, rhox, n_mu: int):
+    """Emergent flux F (…, W) for opacity α (…, L, W) (compiled when the inputs are plain tensors)."""
+    return _call_compiled(_flux_eager, alpha, S, rho, rhox, n_mu)
 
 
-def _norm_flux(alpha_tot, alpha_c, S, rho_f, rhox_f, n_mu: int):
-    return _call_compiled(_norm_flux_eager, alpha_tot, alpha_c, S, rho_f, rhox_f, n_mu)
+def _scaled_flux(alpha_tot, S, rho_f, rhox_f, scale, n_mu: int):
+    """F · scale (W,) with ρ and RHOX given per (layer, λ) (see :func:`_tau_columns`)."""
+    return _call_compiled(_scaled_flux_eager, alpha_tot, S, rho_f, rhox_f, scale, n_mu)
+
+
+def _continuum_flux(wl_c, alpha_cc, T, rho, rhox, n_mu: int) -> torch.Tensor:
+    """Continuum flux F_c (…, Wc) on the coarse grid, from α_c (…, L, Wc) computed there.
+
+    The normalized spectrum divides by F_c interpolated linearly from this grid (resolving
+    power ``continuum_resolution``) rather than by a second radiative transfer on the fine
+    grid: α_c is itself interpolated linearly from the same grid, F_c is as smooth, and the
+    transfer of the continuum was half of the fine-grid transfer's cost. The normalized
+    flux at R = 1800 moves by ≤ 7e-5 at the Mg I 3757 Å edge (α_c has a step there that the
+    coarse grid resolves only to its own spacing either way) and by ~1e-6 rms elsewhere
+    (BENCHMARKS.md, session 13)."""
+    return _flux(alpha_cc, planck_lambda(wl_c, T), rho, rhox, n_mu)
+
+
+def _continuum_flux_tangents(wl_c, alpha_cc, dalpha_cc, T, dT, rho, drho, rhox, drhox, n_mu: int):
+    """:func:`_continuum_flux` (Wc,) of one star and its K tangents (K, Wc), from α_c (L, Wc)
+    and its tangents (K, L, Wc) and the tangents (K, L) of T, ρ and RHOX: one reverse pass
+    gives ∂F_c/∂(α_c, S, ρ, RHOX) per coarse wavelength and layer, contracted with them."""
+    S = planck_lambda(wl_c, T)
+    leaves = [alpha_cc, S, rho[:, None].expand_as(S).clone(), rhox[:, None].expand_as(S).clone()]
+    leaves = [x.detach().requires_grad_(True) for x in leaves]
+    with torch.enable_grad():
+        F = _scaled_flux(*leaves, torch.ones_like(wl_c), n_mu)
+        G_a, G_S, G_rho, G_rhox = torch.autograd.grad(F.sum(), leaves)
+    dF = (torch.einsum("lc,klc->kc", G_a, dalpha_cc) + dT @ (G_S * _planck_dT(wl_c, T))
+          + drho @ G_rho + drhox @ G_rhox)
+    return F.detach(), dF
 
 
 def _contract_interpolated(coarse: torch.Tensor, idx: torch.Tensor, tw: torch.Tensor,
