@@ -152,3 +152,20 @@ def test_analytic_abo_partials_match_forward_ad(hl, pair):
     for q in range(3):
         scale = ref[q].abs().amax(dim=1, keepdim=True)
         assert ((dA[q] - ref[q]).abs() / scale).max() <= 1e-9, q
+
+
+def test_has_hydrogen_lines_marks_where_the_opacity_is_zero(hl):
+    """The synthesis skips the chunks has_hydrogen_lines rules out: there the opacity must
+    be exactly zero, and where it says yes, not zero."""
+    atm, eos = _state([5000.0, 6500.0], [1e12, 1e14], [1e16, 1e17])
+    cases = [((5500.0, 5600.0), {}, False), ((6300.0, 6400.0), {}, False),
+             ((6420.0, 6430.0), {}, True),                       # Hα's far wing (window ±150 Å)
+             ((3960.0, 4000.0), {"n_upper_max": 6}, True),       # Hδ's wing only (Hε, H8… excluded)
+             ((3800.0, 3900.0), {"n_upper_max": 6}, False),
+             ((5500.0, 5600.0), {"n_upper_min": 7}, False),
+             ((8600.0, 8700.0), {"n_upper_min": 7}, True)]       # Paschen 13–16
+    for (lo, hi), kw, expect in cases:
+        wl = torch.linspace(lo, hi, 201, dtype=F64)
+        alpha = hl.hydrogen_line_absorption(wl, atm, eos, **kw)
+        assert hl.has_hydrogen_lines(lo, hi, **kw) is expect, (lo, hi, kw)
+        assert bool((alpha > 0).any()) is expect, (lo, hi, kw)

@@ -50,6 +50,7 @@ from phdlspec_app.paths import physics_dir
 from .voigt import voigt_hjerting
 
 __all__ = ["hydrogen_line_absorption", "hydrogen_line_partials", "stark_profile", "hydrogen_transitions",
+           "has_hydrogen_lines",
            "hummer_mihalas_w", "RYDBERG_H_CM", "PARTIAL_VARS"]
 
 RYDBERG_H_CM = 109737.31568160 / (1 + C.m_e / 1.67262192369e-24)   # cm⁻¹, R_∞/(1+m_e/m_p)
@@ -342,6 +343,14 @@ def _transitions_in(wl_np, series, window, n_upper_max, n_upper_min=1):
         i1 = int(np.searchsorted(wl_np, lam0 + window, side="right"))
         if i1 > i0:
             yield tr, lam0, i0, i1
+
+
+def has_hydrogen_lines(wl_min: float, wl_max: float, *, series=("balmer", "paschen"), window=150.0,
+                       n_upper_max=30, n_upper_min=1) -> bool:
+    """Whether any transition of :func:`hydrogen_line_absorption` (same keywords) reaches
+    [wl_min, wl_max] (Å, vacuum): where none does, its opacity is exactly zero."""
+    return any(True for _ in _transitions_in(np.array([wl_min, wl_max], dtype=np.float64), series, window,
+                                             n_upper_max, n_upper_min))
 
 
 def _layer_inputs(wl, atm, eos, vmic_kms):

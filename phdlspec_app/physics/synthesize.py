@@ -187,22 +187,34 @@ class Synthesizer:
         if self.hydrogen:
             from .hydrogen_lines import hydrogen_line_absorption
 
-            alpha_l = alpha_l + self._hydrogen_split(hydrogen_line_absorption, wl_t, atm, eos, vmic_kms=vmic,
-                                                     cache=h_cache)
+            alpha_h = self._hydrogen_split(hydrogen_line_absorption, wl_t, atm, eos, vmic_kms=vmic, cache=h_cache)
+            if alpha_h is not None:
+                alpha_l = alpha_l + alpha_h
         S = planck_lambda(wl_t, atm.T)
         return _flux(alpha_c + alpha_l, S, eos.rho, atm.rhox, self.n_mu), _interp_cols(F_cc, idx, tw)
 
     def _hydrogen_split(self, fn, wl_t, *args, **kw):
         """``fn`` (``hydrogen_line_absorption`` or :func:`_hydrogen_partials`, λ on the last
         axis of every output) for the lines up to ``hydrogen_exact_upper`` on ``wl_t``, plus
-        the higher ones on the sub-grid of ``hydrogen_step``, interpolated to ``wl_t``."""
+        the higher ones on the sub-grid of ``hydrogen_step``, interpolated to ``wl_t``; None
+        where no hydrogen line reaches ``wl_t`` (about half of the chunks)."""
+        from .hydrogen_lines import has_hydrogen_lines
+
         n_sub = self.hydrogen_exact_upper + 1
-        sub, idx, tw = _subgrid(wl_t, self.hydrogen_step)
-        exact = fn(wl_t, *args, n_upper_max=n_sub - 1, **kw)
-        coarse = fn(wl_t[sub], *args, n_upper_min=n_sub, **kw)
-        if torch.is_tensor(exact):
-            return exact + _interp_cols(coarse, idx, tw)
-        return tuple(e + _interp_cols(c, idx, tw) for e, c in zip(exact, coarse))
+        lo, hi = float(wl_t[0]), float(wl_t[-1])
+        out = None
+        if has_hydrogen_lines(lo, hi, n_upper_max=n_sub - 1):
+            out = fn(wl_t, *args, n_upper_max=n_sub - 1, **kw)
+        if has_hydrogen_lines(lo, hi, n_upper_min=n_sub):
+            sub, idx, tw = _subgrid(wl_t, self.hydrogen_step)
+            coarse = fn(wl_t[sub], *args, n_upper_min=n_sub, **kw)
+            if torch.is_tensor(coarse):
+                coarse = _interp_cols(coarse, idx, tw)
+                out = coarse if out is None else out + coarse
+            else:
+                coarse = tuple(_interp_cols(c, idx, tw) for c in coarse)
+                out = coarse if out is None else tuple(e + c for e, c in zip(out, coarse))
+        return out
 
     def highres(self, labels, wl_range: tuple[float, float] | None = None, progress: bool = False) -> SynthesisResult:
         """Normalized spectra on the fine grid, for labels (…, 32)."""
@@ -389,11 +401,8 @@ class Synthesizer:
             alpha_c = _interp_cols(alpha_cc, idx, tw)
             with torch.no_grad():
                 alpha_l, plan = self._lines(wl_chunk, atm, eos, xi, alpha_c, return_plan=True)
-            if self.hydrogen:
-                alpha_h, P_h = self._hydrogen_split(_hydrogen_partials, wl_t, hp,
-                                                    cache=h_cache)          # (L, W), (6, L, W)
-            else:
-                alpha_h, P_h = None, None
+            h = self._hydrogen_split(_hydrogen_partials, wl_t, hp, cache=h_cache) if self.hydrogen else None
+            alpha_h, P_h = (None, None) if h is None else h                    # (L, W), (6, L, W)
             S = planck_lambda(wl_t, T)
             # R = F/F_c with F_c interpolated from the coarse grid: the per-wavelength
             # sensitivities of F/F_c at fixed F_c by one reverse pass, then − R dF_c/F_c
