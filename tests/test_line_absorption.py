@@ -300,3 +300,10 @@ def test_analytic_parameter_partials_match_forward_ad(use_compile):
         assert ((g - r).abs() / scale).max() <= 1e-10
     # the T partial of amp is not zero (Boltzmann factor), the ξ² partial of σ positive
     assert (got[3][:, 0, 0] != 0).all() and (got[3][:, 1, 3] > 0).all()
+    # the contraction kernel uses only the partials of _Q_NONZERO: all others are exactly 0,
+    # by AD too (a line parameter that came to depend on another layer quantity fails here)
+    from phdlspec_app.physics.line_absorption import _Q_NONZERO
+    for c in range(3):
+        for v in range(4):
+            if (c, v) not in _Q_NONZERO:
+                assert (got[3][:, c, v] == 0).all() and (ref[3][:, c, v] == 0).all(), (c, v)

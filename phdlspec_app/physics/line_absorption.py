@@ -368,14 +368,22 @@ def _jvp_kernel(dl, mask, amp, sigma, gamma, d_amp, d_sigma, d_gamma, wing: bool
 
 
 def _contract_kernel(G, idx, dl, mask, amp, sigma, gamma, Q, wing: bool):
-    """g · α (B, K, N) and g · Σ_c (∂α/∂c)(∂c/∂v) (B, K, V, N) for the V layer quantities v
-    whose partials Q (B, 1, 3, V, N) of c = (amp, σ, γ) are given, with g = G[idx] (the
-    gather is fused into the kernel)."""
+    """g · α (B, K, N) and g · Σ_c (∂α/∂c)(∂c/∂v) (B, K, V, N) for the V = 4 layer
+    quantities v = (T, n_e, n_H, ξ²) of :data:`_LAYER_VARS`, whose partials Q (B, 1, 3, V, N)
+    of c = (amp, σ, γ) are given, with g = G[idx] (the gather is fused into the kernel).
+    Only the partials that can be non-zero are used (:data:`_Q_NONZERO`: the amplitude
+    depends on T alone, σ on T and ξ², γ on T, n_e and n_H); the zeros are asserted in
+    tests/test_line_absorption.py, and the result is the same to the bit."""
     g = G[idx]
     p_amp, p_sig, p_gam = _partials(dl, mask, amp, sigma, gamma, wing)
-    outs = [g * (p_amp * Q[:, :, 0, v] + p_sig * Q[:, :, 1, v] + p_gam * Q[:, :, 2, v])
-            for v in range(Q.shape[3])]
+    outs = [g * (p_amp * Q[:, :, 0, 0] + p_sig * Q[:, :, 1, 0] + p_gam * Q[:, :, 2, 0]),
+            g * (p_gam * Q[:, :, 2, 1]), g * (p_gam * Q[:, :, 2, 2]), g * (p_sig * Q[:, :, 1, 3])]
     return g * (p_amp * amp), torch.stack(outs, dim=2)
+
+
+#: which (c, v) partials ∂c/∂v of the line parameters c = (amp, σ, γ) with respect to the
+#: layer quantities v of :data:`_LAYER_VARS` = (T, n_e, n_H, ξ²) can be non-zero
+_Q_NONZERO = {(0, 0), (1, 0), (1, 3), (2, 0), (2, 1), (2, 2)}
 
 
 _EAGER = {"fwd": _fwd_kernel, "bwd": _bwd_kernel, "jvp": _jvp_kernel, "con": _contract_kernel,
