@@ -1,14 +1,19 @@
-"""autodiff: whether a tensor carries a derivative.
+"""autodiff: whether a tensor carries a derivative, and the compiled kernels that need to know.
 
 The compiled kernels and the sampled LSF take plain tensors only; every step that has a
-fast no-derivative path asks this one question before taking it.
+fast no-derivative path asks this one question before taking it. :func:`call_compiled`
+runs a function through ``torch.compile`` (dynamic shapes) when its tensors are plain and
+compilation is wanted (``PHDLSPEC_COMPILE`` ≠ "0"), eagerly otherwise.
 """
 from __future__ import annotations
+
+import os
+import warnings
 
 import torch
 import torch.autograd.forward_ad as fwAD
 
-__all__ = ["carries_derivative"]
+__all__ = ["carries_derivative", "want_compile", "compiled", "call_compiled"]
 
 
 def carries_derivative(*tensors, autograd: bool = True) -> bool:
@@ -22,3 +27,42 @@ def carries_derivative(*tensors, autograd: bool = True) -> bool:
                 or (autograd and t.requires_grad)):
             return True
     return False
+
+
+def want_compile(flag="auto") -> bool:
+    """``flag`` as a bool; "auto": unless the environment sets ``PHDLSPEC_COMPILE=0``."""
+    if flag == "auto":
+        return os.environ.get("PHDLSPEC_COMPILE", "1") != "0"
+    return bool(flag)
+
+
+_COMPILED: dict = {}
+
+
+def compiled(fn):
+    """torch.compile'd ``fn`` (dynamic shapes), or ``fn`` when compilation is off/failed."""
+    if not want_compile("auto") or _COMPILED.get("_disabled"):
+        return fn
+    if fn not in _COMPILED:
+        try:
+            _COMPILED[fn] = torch.compile(fn, dynamic=True)
+        except Exception:  # pragma: no cover - no compiler
+            _COMPILED["_disabled"] = True
+            return fn
+    return _COMPILED[fn]
+
+
+def call_compiled(fn, *args):
+    """``fn(*args)``, compiled when no tensor argument carries a derivative (a failed
+    compilation warns once and falls back to eager for the rest of the process)."""
+    if carries_derivative(*(a for a in args if torch.is_tensor(a)), autograd=False):
+        return fn(*args)
+    comp = compiled(fn)
+    if comp is fn:
+        return fn(*args)
+    try:
+        return comp(*args)
+    except Exception as err:  # pragma: no cover - compile failure
+        warnings.warn(f"compiled {fn.__name__} failed ({type(err).__name__}: {err}); eager", stacklevel=3)
+        _COMPILED["_disabled"] = True
+        return fn(*args)

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from . import constants as C
+from .autodiff import call_compiled
 from phdlspec_app.paths import physics_dir
 from .voigt import voigt_hjerting
 
@@ -209,6 +210,7 @@ def _stark_layer_partials(tr, T, ne, dev):
     d_table = diag(table_of, (T, ne), range(2))                # (2, N, nx)
     d_missing = diag(missing_of, (T, ne), range(2))            # (2, N)
     return dict(lnT=lnT, lnne=lnne, inside=inside.to(torch.float64), F0=1.25e-9 * ne ** (2.0 / 3.0),
+                lnx_g=torch.as_tensor(tr["lnx"], device=dev),
                 ne=ne, T=T, table=table, d_table=d_table, missing=missing, d_missing=d_missing,
                 s_nu=_doppler_sigma_nu(tr, T))
 
@@ -228,12 +230,16 @@ def stark_profile_partials(tr: dict, T: torch.Tensor, ne: torch.Tensor, dnu: tor
         lay = _stark_layer_partials(tr, T, ne, dev)
         if cache is not None:
             cache[key] = lay
-    lnx_g = torch.as_tensor(tr["lnx"], device=dev)
-    last = float(tr["lnx"][-1])
-    lnx = torch.log(torch.clamp(dnu[None, :] / lay["F0"][:, None], min=1e-300))     # (N, K)
+    return call_compiled(_stark_partials_kernel, dnu, lay["lnx_g"], lay["F0"], lay["table"], lay["d_table"],
+                         lay["ne"], lay["T"], lay["s_nu"], lay["missing"], lay["d_missing"], lay["inside"])
+
+
+def _stark_partials_kernel(dnu, lnx_g, F0, tab, dtab, ne, T, s_nu, missing, d_missing, inside):
+    """The per-point part of :func:`stark_profile_partials` (one fused kernel when compiled)."""
+    last = lnx_g[-1]
+    lnx = torch.log(torch.clamp(dnu[None, :] / F0[:, None], min=1e-300))     # (N, K)
     lnx_c = torch.clamp(lnx, max=last)
     ix, wx = _interp_index(lnx_g, lnx_c)
-    tab, dtab = lay["table"], lay["d_table"]
     lo, hi = torch.gather(tab, 1, ix), torch.gather(tab, 1, ix + 1)
     lnP = lo + wx * (hi - lo) - 2.5 * torch.clamp(lnx - lnx_c, min=0.0)
     # slope of ln P in ln x: inside the table the interpolation's, beyond it −5/2, below x₁ 0
@@ -245,17 +251,17 @@ def stark_profile_partials(tr: dict, T: torch.Tensor, ne: torch.Tensor, dnu: tor
     for v in range(2):
         dlo, dhi = torch.gather(dtab[v], 1, ix), torch.gather(dtab[v], 1, ix + 1)
         dlnP.append(dlo + wx * (dhi - dlo))
-    dlnP[1] = dlnP[1] + slope * (-2.0 / 3.0 / lay["ne"][:, None])
+    dlnP[1] = dlnP[1] + slope * (-2.0 / 3.0 / ne[:, None])
     Ps = torch.exp(lnP)
-    s_nu = lay["s_nu"][:, None]
+    s_nu = s_nu[:, None]
     r2 = (dnu[None, :] / s_nu) ** 2
     gauss = torch.exp(-0.5 * r2) / (math.sqrt(2 * math.pi) * s_nu)
-    m, dm = lay["missing"][:, None], lay["d_missing"]
-    inside = lay["inside"][:, None]
+    m = missing[:, None]
+    inside = inside[:, None]
     P = (Ps + m * gauss) * inside
-    dP_T = (Ps * dlnP[0] + dm[0][:, None] * gauss
-            + m * gauss * (r2 - 1.0) / s_nu * (s_nu / (2.0 * lay["T"][:, None]))) * inside
-    dP_ne = (Ps * dlnP[1] + dm[1][:, None] * gauss) * inside
+    dP_T = (Ps * dlnP[0] + d_missing[0][:, None] * gauss
+            + m * gauss * (r2 - 1.0) / s_nu * (s_nu / (2.0 * T[:, None]))) * inside
+    dP_ne = (Ps * dlnP[1] + d_missing[1][:, None] * gauss) * inside
     return P, dP_T, dP_ne
 
 
@@ -460,7 +466,7 @@ def hydrogen_line_partials(wl, T, ne, nH, nHe, UH, vmic_kms, *, series=("balmer"
         shape_ = P
         d_shape = {0: dP[0], 1: dP[1]}
         if (lo_n, up_n) in _ABO:
-            A, dA = _abo_shape_partials(lo_n, up_n, lam0, lam, T, nH, xi)     # (N, K), (3, N, K)
+            A, dA = call_compiled(_abo_shape_partials, lo_n, up_n, lam0, lam, T, nH, xi)     # (N, K), (3, N, K)
             shape_ = P + A
             d_shape = {0: dP[0] + dA[0], 1: dP[1], 2: dA[1], 5: dA[2] * 1e5}
         out[:, i0:i1] += s[:, None] * shape_

@@ -77,7 +77,6 @@ ignored here.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -85,7 +84,7 @@ import numpy as np
 import torch
 
 from . import constants as C
-from .autodiff import carries_derivative
+from .autodiff import carries_derivative, want_compile
 from .voigt import R_SWITCH, faddeeva_cf, faddeeva_xy
 
 __all__ = ["line_absorption", "classical_gamma_rad", "approximate_gammas", "prepare_lines",
@@ -391,12 +390,6 @@ _EAGER = {"fwd": _fwd_kernel, "bwd": _bwd_kernel, "jvp": _jvp_kernel, "con": _co
 _KERNELS: dict = {}
 
 
-def _want_compile(flag) -> bool:
-    if flag == "auto":
-        return os.environ.get("PHDLSPEC_COMPILE", "1") != "0"
-    return bool(flag)
-
-
 def _kernel(name: str, use_compile: bool):
     """The kernel ``name``, compiled once per process with dynamic shapes when wanted."""
     if not use_compile or _KERNELS.get("_disabled"):
@@ -598,7 +591,7 @@ def _make_plan(st, wl_t, wl_np, lay, N, alpha_cont, threshold, cutoff, max_windo
     smax = np.zeros(n)
     if n:
         if use_compile is None:
-            use_compile = _want_compile("auto")
+            use_compile = want_compile("auto")
         with torch.no_grad():
             t = lambda a: torch.as_tensor(a, dtype=torch.float64, device=dev)[:, None]  # noqa: E731
             if ac.shape[1] == W:
@@ -865,7 +858,7 @@ def line_absorption(linelist, wl, atm, eos, vmic_kms, *, alpha_cont=None, thresh
     else:
         st, n_in = prepared, prepared.wl.size
     n_supported = st.wl.size
-    use_compile = _want_compile(compile)
+    use_compile = want_compile(compile)
     compiled = _kernel("fwd", use_compile) is not _fwd_kernel
 
     acc = torch.zeros(W, N, dtype=torch.float64, device=dev)

@@ -33,7 +33,7 @@ import torch
 from .. import labels as L
 from . import abundances
 from .atmosphere import ModelAtmosphere, load_atmosphere
-from .autodiff import carries_derivative
+from .autodiff import call_compiled, want_compile
 from .continuum_absorption import continuum_absorption, continuum_tangents
 from .eos import EOSResult, solve_eos
 from .line_absorption import line_absorption
@@ -330,7 +330,7 @@ class Synthesizer:
         """
         import torch.autograd.forward_ad as fwAD
 
-        from .line_absorption import _layers, _want_compile, contract_line_tangents, molecule_names
+        from .line_absorption import _layers, contract_line_tangents, molecule_names
 
         dev = self.device
         K = len(names)
@@ -383,7 +383,7 @@ class Synthesizer:
         # hydrogen-line inputs: T, n_e, n(H I), n(He I), U(H I), ξ — primal (L,), tangents (K, L)
         hp = [h[0] for h in hvars] + [xi]
         ht = torch.stack([h[1] for h in hvars] + [dxi[:, None].expand(K, Lz)], dim=1)   # (K, 6, L)
-        use_compile = _want_compile("auto")
+        use_compile = want_compile("auto")
         dacLK = dalpha_cc.permute(2, 1, 0).contiguous()                      # (Wc, L, K)
         h_cache = {}        # per-layer hydrogen quantities and partials, shared by the chunks
         chunks = list(self._chunks(wl))
@@ -515,55 +515,14 @@ def _flux_eager(alpha, S, rho, rhox, n_mu: int):
     return emergent_flux(optical_depth(alpha, rho, rhox), S, n_mu)
 
 
-_COMPILED: dict = {}
-
-
-def _compiled(fn):
-    """torch.compile'd ``fn`` (dynamic shapes), or ``fn`` when compilation is off/failed."""
-    from .line_absorption import _want_compile
-
-    if not _want_compile("auto") or _COMPILED.get("_disabled"):
-        return fn
-    if fn not in _COMPILED:
-        try:
-            _COMPILED[fn] = torch.compile(fn, dynamic=True)
-        except Exception:  # pragma: no cover - no compiler
-            _COMPILED["_disabled"] = True
-            return fn
-    return _COMPILED[fn]
-
-
-def _plain(*ts) -> bool:
-    """True when no tensor is a forward-AD dual number or a torch.func wrapper (the compiled
-    kernels take plain tensors only)."""
-    return not carries_derivative(*ts, autograd=False)
-
-
-def _call_compiled(fn, *args):
-    if not _plain(*(a for a in args if torch.is_tensor(a))):
-        return fn(*args)
-    comp = _compiled(fn)
-    if comp is fn:
-        return fn(*args)
-    try:
-        return comp(*args)
-    except Exception as err:  # pragma: no cover - compile failure
-        import warnings
-
-        warnings.warn(f"compiled radiative transfer failed ({type(err).__name__}: {err}); eager",
-                      stacklevel=3)
-        _COMPILED["_disabled"] = True
-        return fn(*args)
-
-
 def _flux(alpha, S, rho, rhox, n_mu: int):
     """Emergent flux F (…, W) for opacity α (…, L, W) (compiled when the inputs are plain tensors)."""
-    return _call_compiled(_flux_eager, alpha, S, rho, rhox, n_mu)
+    return call_compiled(_flux_eager, alpha, S, rho, rhox, n_mu)
 
 
 def _scaled_flux(alpha_tot, S, rho_f, rhox_f, scale, n_mu: int):
     """F · scale (W,) with ρ and RHOX given per (layer, λ) (see :func:`_tau_columns`)."""
-    return _call_compiled(_scaled_flux_eager, alpha_tot, S, rho_f, rhox_f, scale, n_mu)
+    return call_compiled(_scaled_flux_eager, alpha_tot, S, rho_f, rhox_f, scale, n_mu)
 
 
 def _continuum_flux(wl_c, alpha_cc, T, rho, rhox, n_mu: int) -> torch.Tensor:
