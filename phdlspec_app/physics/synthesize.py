@@ -422,7 +422,7 @@ class Synthesizer:
             dR += dT @ (G_S * dBdT) + drho @ G_rho + drhox @ G_rhox
             if plan is not None:
                 dR += contract_line_tangents(plan, lay, lay_t, G_tot.T.contiguous(), wl_t, use_compile,
-                                             layers=_significant_layers(G_tot, leaves[0].detach())).T
+                                             layers=_significant_layers(G_tot, alpha_l)).T
             if P_h is not None:
                 Y = (G_tot[None] * P_h).reshape(6 * Lz, -1)                  # (6L, W)
                 dR += ht.reshape(K, 6 * Lz) @ Y
@@ -438,16 +438,20 @@ class Synthesizer:
         return both[0], both[1:]
 
 
-#: a layer's line-opacity tangents are contracted only where |∂R/∂α| · α reaches this
-#: (the change of the normalized flux for d ln α = 1 in that layer) at some wavelength of
-#: the chunk: d ln α per unit label is O(1–10) (abundances: ln 10; T: β E_low / T), so the
-#: layers left out change a derivative by < 1e-9 per unit label.
+#: a layer's line-opacity tangents are contracted only where |∂R/∂α| · α_lines reaches
+#: this (the change of the normalized flux for d ln α_lines = 1 in that layer) at some
+#: wavelength of the chunk: d ln α_lines per unit label is O(1–10) (abundances: ln 10;
+#: T: β E_low / T), so the layers left out change a derivative by < 1e-9 per unit label
+#: and layer. The opacity is that of the lines being contracted, not the total: the
+#: continuum keeps the uppermost layers above the bound everywhere, the lines only where
+#: strong lines are.
 LAYER_TOLERANCE = 1e-10
 
 
 def _significant_layers(G: torch.Tensor, alpha: torch.Tensor, tol: float = LAYER_TOLERANCE):
     """(first, stop): the hull of the layers where max over λ of |G · α| ≥ ``tol``
-    (G, α: (L, W)); in practice the deepest layers (τ ≫ 1) drop out."""
+    (G, α: (L, W)); in practice the deepest layers (τ ≫ 1) drop out, and the uppermost
+    where no strong line is."""
     w = (G * alpha).abs().amax(dim=1)
     keep = torch.nonzero(w >= tol).flatten()
     if keep.numel() == 0:
