@@ -132,13 +132,24 @@ def _inside(tr, lnT, lnne):
             & (lnne >= float(tr["lnne"][0])) & (lnne <= float(tr["lnne"][-1])))
 
 
+def _area_nodes(tr, dev) -> torch.Tensor:
+    """The ln x nodes of the missing-area quadrature (801, uniform over the table's x grid)."""
+    return torch.linspace(float(tr["lnx"][0]), float(tr["lnx"][-1]), 801, dtype=torch.float64, device=dev)
+
+
+def _area_integral(Pq, u):
+    """∫P dx/F₀ over x = e^u (last axis) from P at the nodes ``u``: trapezoids in ln x, the
+    flat core below x₁ and the x^(−5/2) tail beyond the last x."""
+    xq = torch.exp(u)
+    return torch.trapezoid(Pq * xq, u, dim=-1) + Pq[..., 0] * xq[0] + Pq[..., -1] * xq[-1] / 1.5
+
+
 def _missing_area(tr, lnT, lnne, F0, dev, table=None):
     """1 − ∫P dν per layer (clamped at 0): quadrature over the table's x grid with the flat
     core and the x^(−5/2) tail (see :func:`stark_profile`)."""
-    u = torch.linspace(float(tr["lnx"][0]), float(tr["lnx"][-1]), 801, dtype=torch.float64, device=dev)
+    u = _area_nodes(tr, dev)
     Pq = torch.exp(_ln_profile(tr, lnT, lnne, u.expand(lnT.shape[0], -1), dev, table))
-    xq = torch.exp(u)
-    area = 2 * F0 * (torch.trapezoid(Pq * xq, u, dim=1) + Pq[:, 0] * xq[0] + Pq[:, -1] * xq[-1] / 1.5)
+    area = 2 * F0 * _area_integral(Pq, u)
     return torch.clamp(1.0 - area, min=0.0)
 
 
@@ -230,20 +241,15 @@ def _stark_layer_partials(tr, T, ne, dev):
     table, d_ln = _layer_table_partials(tr, lnT, lnne, dev)
     d_table = torch.stack([d_ln[0] / T[:, None], d_ln[1] / ne[:, None]])          # (2, N, nx)
     # the missing area, as _missing_area, with the partials of its quadrature
-    u = torch.linspace(float(tr["lnx"][0]), float(tr["lnx"][-1]), 801, dtype=torch.float64, device=dev)
+    u = _area_nodes(tr, dev)
     lnx_g = torch.as_tensor(tr["lnx"], device=dev)
     ix, wx = _interp_index(lnx_g, u)
     Pq = torch.exp(table[:, ix] + wx * (table[:, ix + 1] - table[:, ix]))           # (N, 801)
-    xq = torch.exp(u)
-
-    def integral(f):
-        return torch.trapezoid(f * xq, u, dim=-1) + f[..., 0] * xq[0] + f[..., -1] * xq[-1] / 1.5
-
-    I = integral(Pq)
+    I = _area_integral(Pq, u)
     area = 2 * F0 * I
     missing = torch.clamp(1.0 - area, min=0.0)
     dPq = Pq * (d_table[:, :, ix] + wx * (d_table[:, :, ix + 1] - d_table[:, :, ix]))   # (2, N, 801)
-    d_area = 2 * F0 * integral(dPq)
+    d_area = 2 * F0 * _area_integral(dPq, u)
     d_area[1] += 2 * (2.0 / 3.0) * F0 / ne * I
     d_missing = torch.where(1.0 - area >= 0, -d_area, torch.zeros_like(d_area))
     return dict(lnT=lnT, lnne=lnne, inside=inside.to(torch.float64), F0=F0,
