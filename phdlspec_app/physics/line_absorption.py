@@ -367,17 +367,19 @@ def _jvp_kernel(dl, mask, amp, sigma, gamma, d_amp, d_sigma, d_gamma, wing: bool
 
 
 def _contract_kernel(G, idx, dl, mask, amp, sigma, gamma, Q, wing: bool):
-    """g · α (B, K, N) and g · Σ_c (∂α/∂c)(∂c/∂v) (B, K, V, N) for the V = 4 layer
-    quantities v = (T, n_e, n_H, ξ²) of :data:`_LAYER_VARS`, whose partials Q (B, 1, 3, V, N)
-    of c = (amp, σ, γ) are given, with g = G[idx] (the gather is fused into the kernel).
-    Only the partials that can be non-zero are used (:data:`_Q_NONZERO`: the amplitude
-    depends on T alone, σ on T and ξ², γ on T, n_e and n_H); the zeros are asserted in
-    tests/test_line_absorption.py, and the result is the same to the bit."""
+    """g · α (B, K, N), g · Σ_c (∂α/∂c)(∂c/∂v) (B, K, 3, N) for v = T, n_e, n_H of
+    :data:`_LAYER_VARS`, and the ξ² term (B, K) summed over the layers — the caller's ξ²
+    tangent is the same in every layer (one microturbulence per star), and writing it per
+    layer was a fifth of the kernel's output traffic. Q (B, 1, 3, V, N) are the partials
+    of c = (amp, σ, γ) w.r.t. the V = 4 layer quantities; g = G[idx] (the gather is fused
+    into the kernel). Only the partials that can be non-zero are used (:data:`_Q_NONZERO`:
+    the amplitude depends on T alone, σ on T and ξ², γ on T, n_e and n_H); the zeros are
+    asserted in tests/test_line_absorption.py, and the result is the same to the bit."""
     g = G[idx]
     p_amp, p_sig, p_gam = _partials(dl, mask, amp, sigma, gamma, wing)
     outs = [g * (p_amp * Q[:, :, 0, 0] + p_sig * Q[:, :, 1, 0] + p_gam * Q[:, :, 2, 0]),
-            g * (p_gam * Q[:, :, 2, 1]), g * (p_gam * Q[:, :, 2, 2]), g * (p_sig * Q[:, :, 1, 3])]
-    return g * (p_amp * amp), torch.stack(outs, dim=2)
+            g * (p_gam * Q[:, :, 2, 1]), g * (p_gam * Q[:, :, 2, 2])]
+    return g * (p_amp * amp), torch.stack(outs, dim=2), (g * (p_sig * Q[:, :, 1, 3])).sum(-1)
 
 
 #: which (c, v) partials ∂c/∂v of the line parameters c = (amp, σ, γ) with respect to the
@@ -762,13 +764,14 @@ def contract_line_tangents(plan: _Plan, lay: dict, lay_tan: dict, G: torch.Tenso
     species term is contracted over the layers with the (N, K) tangents of the line's
     species by one matrix product per species and kernel chunk; the X_v term does not
     depend on the species, so G · X_v is summed over the lines into a (W, V·N)
-    accumulator and contracted with the tangents of the layer quantities once at the end.
+    accumulator and contracted with the tangents of the layer quantities once at the end
+    (for ξ², whose tangent is one number per star, already summed over the layers in the
+    kernel: the tangents of ξ² must be the same in every layer, else ValueError).
     Nothing of size K × N × (points) is formed."""
     dev = wl_t.device
     K = lay_tan["T"].shape[0]
     W = wl_t.numel()
     N = G.shape[1]
-    V = len(_LAYER_VARS)
     n0, n1 = (0, N) if layers is None else (int(layers[0]), int(layers[1]))
     ls = slice(n0, n1)
     Nl = n1 - n0
@@ -782,17 +785,23 @@ def contract_line_tangents(plan: _Plan, lay: dict, lay_tan: dict, G: torch.Tenso
     u = torch.where(nU > 0, dnU / torch.where(nU > 0, nU, torch.ones_like(nU)), torch.zeros_like(dnU))
     Us = u.permute(2, 1, 0).contiguous()                                    # (S, Nl, K)
     D = torch.stack([lay_tan[v].reshape(K, N)[:, ls] for v in _LAYER_VARS], dim=1)   # (K, V, Nl)
-    Dm = D.permute(1, 2, 0).reshape(V * Nl, K)
+    d_xi2 = D[:, 3, 0]                                                      # (K,)
+    if not bool((D[:, 3] == d_xi2[:, None]).all()):
+        raise ValueError("contract_line_tangents: the tangents of ξ² must be the same in every "
+                         "layer (one microturbulence per star)")
+    Dm = D[:, :3].permute(1, 2, 0).reshape(3 * Nl, K)
     s_t = torch.as_tensor(s_idx, device=dev)
     out = torch.zeros(W, K, dtype=torch.float64, device=dev)
-    acc = torch.zeros(W, V * Nl, dtype=torch.float64, device=dev)
+    acc = torch.zeros(W, 3 * Nl, dtype=torch.float64, device=dev)
+    acc_xi = torch.zeros(W, dtype=torch.float64, device=dev)
     for rows, lo, cnt, kmax, wing in plan.chunks:
         idx, dl, mask = _segment_geometry(wl_t, plan.wl0[rows], lo, cnt, kmax)
         B, Kp = idx.shape
-        ys, yv = _run("con", use_compile, G, idx, dl, mask, amp[rows][:, None, :],
-                      sigma[rows][:, None, :], gamma[rows][:, None, :], Q[rows][:, None], wing)
+        ys, yv, yxi = _run("con", use_compile, G, idx, dl, mask, amp[rows][:, None, :],
+                           sigma[rows][:, None, :], gamma[rows][:, None, :], Q[rows][:, None], wing)
         flat = idx.reshape(-1)
-        acc.index_add_(0, flat, yv.reshape(B * Kp, V * Nl))
+        acc.index_add_(0, flat, yv.reshape(B * Kp, 3 * Nl))
+        acc_xi.index_add_(0, flat, yxi.reshape(-1))
         # one matrix product per species present in this kernel chunk (the plan keeps each
         # species' rows contiguous, so every operand is a view)
         uniq, counts = torch.unique_consecutive(s_t[rows], return_counts=True)
@@ -804,7 +813,7 @@ def contract_line_tangents(plan: _Plan, lay: dict, lay_tan: dict, G: torch.Tenso
                 torch.mm(ys[b0 * Kp:(b0 + n_) * Kp], Us[s_], out=contrib[b0 * Kp:(b0 + n_) * Kp])
                 b0 += n_
         out.index_add_(0, flat, contrib)
-    return out + acc @ Dm
+    return out + acc @ Dm + acc_xi[:, None] * d_xi2[None, :]
 
 
 def line_absorption(linelist, wl, atm, eos, vmic_kms, *, alpha_cont=None, threshold=1e-4,

@@ -71,15 +71,16 @@ def faddeeva_xy(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
     inner = r2 < R_SWITCH * R_SWITCH
 
     # --- Weideman: Z = (L + iz)/(L − iz) = ((L² − x² − y²) + 2iLx) / ((L + y)² + x²)
-    den = (L + y) * (L + y) + x * x
-    zr = (L * L - r2) / den
-    zi = (2.0 * L) * x / den
+    # (one reciprocal, then products: divisions are the slowest vector operations)
+    rden = 1.0 / ((L + y) * (L + y) + x * x)
+    zr = (L * L - r2) * rden
+    zi = (2.0 * L) * x * rden
     pr = torch.full_like(zr, coef[0])
     pi = torch.zeros_like(zr)
     for c in coef[1:]:
         pr, pi = pr * zr - pi * zi + c, pr * zi + pi * zr
-    qr = (L + y) / den            # 1/(L − iz) = ((L + y) + i x)/den
-    qi = x / den
+    qr = (L + y) * rden           # 1/(L − iz) = ((L + y) + i x)/den
+    qi = x * rden
     q2r = qr * qr - qi * qi
     q2i = 2.0 * qr * qi
     wr_in = 2.0 * (pr * q2r - pi * q2i) + _INV_SQRT_PI * qr
@@ -95,10 +96,10 @@ def faddeeva_cf(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
     (only valid there; :func:`faddeeva_xy` shifts the argument inside |z| < 6)."""
     dr, di = x, y
     for k in (1.5, 1.0, 0.5):
-        n2 = dr * dr + di * di
-        dr, di = x - k * dr / n2, y + k * di / n2
-    n2 = dr * dr + di * di
-    return _INV_SQRT_PI * di / n2, _INV_SQRT_PI * dr / n2   # i/d = (di + i dr)/|d|²
+        r = k / (dr * dr + di * di)
+        dr, di = x - dr * r, y + di * r
+    r = _INV_SQRT_PI / (dr * dr + di * di)
+    return di * r, dr * r          # i/d = (di + i dr)/|d|²
 
 
 def faddeeva(z: torch.Tensor) -> torch.Tensor:
