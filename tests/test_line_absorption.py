@@ -307,3 +307,65 @@ def test_analytic_parameter_partials_match_forward_ad(use_compile):
         for v in range(4):
             if (c, v) not in _Q_NONZERO:
                 assert (got[3][:, c, v] == 0).all() and (ref[3][:, c, v] == 0).all(), (c, v)
+
+
+def _contraction_case(vmic_per_layer: bool):
+    """A three-layer toy atmosphere whose T, n_e, n_H, n(Fe I) and ξ move with three
+    parameters; returns (plan, lay, lay_t, G, wl, reference Σ_layers G·dα per tangent)."""
+    import torch.autograd.forward_ad as fwAD
+
+    from phdlspec_app.physics.line_absorption import _layers
+
+    T0 = torch.tensor([4300.0, 5600.0, 7200.0], dtype=F64)
+    ne0 = torch.tensor([1e11, 1e13, 1e15], dtype=F64)
+    nH0 = torch.tensor([1e15, 1e16, 1e17], dtype=F64)
+    nfe0 = torch.tensor([1e8, 1e10, 1e11], dtype=F64)
+    ll = _lines([5000.0, 5000.4, 5001.0, 5003.0], [-1.0, 0.5, -2.0, -0.5], [0.0, 2.5, 4.8, 1.0],
+                gamma_stark=[1e-6, np.nan, 0.0, 3e-5], lg6=[-7.5, np.nan, np.nan, -7.8])
+    wl = torch.linspace(4995.0, 5008.0, 3001, dtype=F64)
+    G = torch.randn(wl.numel(), 3, dtype=F64, generator=torch.Generator().manual_seed(3))
+    depth = torch.tensor([0.2, 1.0, 1.7], dtype=F64)
+
+    def state(p):                     # p: (3,) → inputs; a per-layer ξ if vmic_per_layer
+        T = T0 * (1 + 0.05 * p[0] * depth)
+        atm, eos = _state(T, ne0 * torch.exp(p[1] * depth), nH0 * (1 + 0.1 * p[0]), nfe0 * torch.exp(p[2]))
+        xi = 1.2 + 0.3 * p[0] + 0.2 * p[2] + (0.1 * p[1] * depth if vmic_per_layer else 0.0)
+        return atm, eos, xi
+
+    p0 = torch.zeros(3, dtype=F64)
+    atm, eos, xi = state(p0)
+    _, plan = line_absorption(ll, wl, atm, eos, xi, compile=False, return_plan=True)
+    lay, _, _ = _layers(atm, eos, xi, [])
+    ref, tans = [], {k: [] for k in lay}
+    for k in range(3):
+        with fwAD.dual_level():
+            p = fwAD.make_dual(p0, torch.eye(3, dtype=F64)[k])
+            atm_d, eos_d, xi_d = state(p)
+            alpha = line_absorption(ll, wl, atm_d, eos_d, xi_d, compile=False)
+            ref.append((fwAD.unpack_dual(alpha).tangent * G.T).sum(0))
+            for key, val in _layers(atm_d, eos_d, xi_d, [])[0].items():
+                t = fwAD.unpack_dual(val).tangent
+                tans[key].append(torch.zeros_like(lay[key]) if t is None else t)
+    lay_t = {key: torch.stack(v) for key, v in tans.items()}
+    return plan, lay, lay_t, G, wl, torch.stack(ref, 1)
+
+
+def test_contraction_equals_forward_mode_ad():
+    """contract_line_tangents (used by Synthesizer.differential_spectra): the K = 3
+    contracted tangents Σ_layers G·dα equal forward-mode AD of line_absorption itself."""
+    from phdlspec_app.physics.line_absorption import contract_line_tangents
+
+    plan, lay, lay_t, G, wl, ref = _contraction_case(vmic_per_layer=False)
+    got = contract_line_tangents(plan, lay, lay_t, G, wl, use_compile=False)
+    assert got.shape == ref.shape == (wl.numel(), 3)
+    scale = ref.abs().amax(dim=0)
+    assert (scale > 0).all()
+    assert ((got - ref).abs().amax(dim=0) / scale).max() <= 1e-10
+
+
+def test_contraction_rejects_depth_dependent_microturbulence_tangent():
+    from phdlspec_app.physics.line_absorption import contract_line_tangents
+
+    plan, lay, lay_t, G, wl, _ = _contraction_case(vmic_per_layer=True)
+    with pytest.raises(ValueError, match="same in every layer"):
+        contract_line_tangents(plan, lay, lay_t, G, wl, use_compile=False)

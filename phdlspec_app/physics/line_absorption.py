@@ -367,19 +367,19 @@ def _jvp_kernel(dl, mask, amp, sigma, gamma, d_amp, d_sigma, d_gamma, wing: bool
 
 
 def _contract_kernel(G, idx, dl, mask, amp, sigma, gamma, Q, wing: bool):
-    """g · α (B, K, N), g · Σ_c (∂α/∂c)(∂c/∂v) (B, K, 3, N) for v = T, n_e, n_H of
-    :data:`_LAYER_VARS`, and the ξ² term (B, K) summed over the layers — the caller's ξ²
-    tangent is the same in every layer (one microturbulence per star), and writing it per
-    layer was a fifth of the kernel's output traffic. Q (B, 1, 3, V, N) are the partials
-    of c = (amp, σ, γ) w.r.t. the V = 4 layer quantities; g = G[idx] (the gather is fused
-    into the kernel). Only the partials that can be non-zero are used (:data:`_Q_NONZERO`:
-    the amplitude depends on T alone, σ on T and ξ², γ on T, n_e and n_H); the zeros are
-    asserted in tests/test_line_absorption.py, and the result is the same to the bit."""
+    """g · α and g · Σ_c (∂α/∂c)(∂c/∂v) for v = T, n_e, n_H of :data:`_LAYER_VARS`, each
+    (B, K, N), and the ξ² term (B, K) summed over the layers — the caller's ξ² tangent is
+    the same in every layer (one microturbulence per star), and writing it per layer was a
+    fifth of the kernel's output traffic. Q (B, 1, 3, V, N) are the partials of
+    c = (amp, σ, γ) w.r.t. the V = 4 layer quantities; g = G[idx] (the gather is fused into
+    the kernel). Separate outputs rather than one stacked tensor: a stack makes the
+    compiler store the Faddeeva intermediates (14 % slower). Only the partials that can be
+    non-zero are used (:data:`_Q_NONZERO`: the amplitude depends on T alone, σ on T and ξ²,
+    γ on T, n_e and n_H); the zeros are asserted in tests/test_line_absorption.py."""
     g = G[idx]
     p_amp, p_sig, p_gam = _partials(dl, mask, amp, sigma, gamma, wing)
-    outs = [g * (p_amp * Q[:, :, 0, 0] + p_sig * Q[:, :, 1, 0] + p_gam * Q[:, :, 2, 0]),
-            g * (p_gam * Q[:, :, 2, 1]), g * (p_gam * Q[:, :, 2, 2])]
-    return g * (p_amp * amp), torch.stack(outs, dim=2), (g * (p_sig * Q[:, :, 1, 3])).sum(-1)
+    return (g * (p_amp * amp), g * (p_amp * Q[:, :, 0, 0] + p_sig * Q[:, :, 1, 0] + p_gam * Q[:, :, 2, 0]),
+            g * (p_gam * Q[:, :, 2, 1]), g * (p_gam * Q[:, :, 2, 2]), (g * (p_sig * Q[:, :, 1, 3])).sum(-1))
 
 
 #: which (c, v) partials ∂c/∂v of the line parameters c = (amp, σ, γ) with respect to the
@@ -789,18 +789,19 @@ def contract_line_tangents(plan: _Plan, lay: dict, lay_tan: dict, G: torch.Tenso
     if not bool((D[:, 3] == d_xi2[:, None]).all()):
         raise ValueError("contract_line_tangents: the tangents of ξ² must be the same in every "
                          "layer (one microturbulence per star)")
-    Dm = D[:, :3].permute(1, 2, 0).reshape(3 * Nl, K)
+    Dm = D[:, :3].permute(1, 2, 0).reshape(3 * Nl, K)                     # rows (v, layer)
     s_t = torch.as_tensor(s_idx, device=dev)
     out = torch.zeros(W, K, dtype=torch.float64, device=dev)
-    acc = torch.zeros(W, 3 * Nl, dtype=torch.float64, device=dev)
+    acc = torch.zeros(3, W, Nl, dtype=torch.float64, device=dev)    # T, n_e, n_H
     acc_xi = torch.zeros(W, dtype=torch.float64, device=dev)
     for rows, lo, cnt, kmax, wing in plan.chunks:
         idx, dl, mask = _segment_geometry(wl_t, plan.wl0[rows], lo, cnt, kmax)
         B, Kp = idx.shape
-        ys, yv, yxi = _run("con", use_compile, G, idx, dl, mask, amp[rows][:, None, :],
-                           sigma[rows][:, None, :], gamma[rows][:, None, :], Q[rows][:, None], wing)
+        ys, *yv, yxi = _run("con", use_compile, G, idx, dl, mask, amp[rows][:, None, :],
+                            sigma[rows][:, None, :], gamma[rows][:, None, :], Q[rows][:, None], wing)
         flat = idx.reshape(-1)
-        acc.index_add_(0, flat, yv.reshape(B * Kp, 3 * Nl))
+        for a_v, y_v in zip(acc, yv):
+            a_v.index_add_(0, flat, y_v.reshape(B * Kp, Nl))
         acc_xi.index_add_(0, flat, yxi.reshape(-1))
         # one matrix product per species present in this kernel chunk (the plan keeps each
         # species' rows contiguous, so every operand is a view)
@@ -813,7 +814,7 @@ def contract_line_tangents(plan: _Plan, lay: dict, lay_tan: dict, G: torch.Tenso
                 torch.mm(ys[b0 * Kp:(b0 + n_) * Kp], Us[s_], out=contrib[b0 * Kp:(b0 + n_) * Kp])
                 b0 += n_
         out.index_add_(0, flat, contrib)
-    return out + acc @ Dm + acc_xi[:, None] * d_xi2[None, :]
+    return out + acc.permute(1, 0, 2).reshape(W, 3 * Nl) @ Dm + acc_xi[:, None] * d_xi2[None, :]
 
 
 def line_absorption(linelist, wl, atm, eos, vmic_kms, *, alpha_cont=None, threshold=1e-4,
