@@ -369,3 +369,22 @@ def test_contraction_rejects_depth_dependent_microturbulence_tangent():
     plan, lay, lay_t, G, wl, _ = _contraction_case(vmic_per_layer=True)
     with pytest.raises(ValueError, match="same in every layer"):
         contract_line_tangents(plan, lay, lay_t, G, wl, use_compile=False)
+
+
+def test_n_layers_gives_the_uppermost_layers_of_the_full_opacity():
+    """n_layers evaluates only the top layers, with the selection and windows made on all
+    of them: the same numbers as the full evaluation's top layers, not those of a model
+    cut to its top layers (whose narrower windows drop some far wings)."""
+    atm, eos = _state([4300.0, 5600.0, 9000.0], [1e11, 1e13, 1e15], [1e15, 1e16, 1e17], [1e8, 1e10, 1e11])
+    atm2, eos2 = _state([4300.0, 5600.0], [1e11, 1e13], [1e15, 1e16], [1e8, 1e10])
+    ll = _lines([5000.0, 5001.0, 5002.5], [-1.0, 0.0, -2.0], [0.0, 2.5, 6.5])
+    wl = torch.linspace(4998.0, 5004.0, 1201, dtype=F64)
+    ac = torch.full((3, wl.numel()), 1e-3, dtype=F64)
+    full = line_absorption(ll, wl, atm, eos, 1.0, alpha_cont=ac, compile=False)
+    top = line_absorption(ll, wl, atm, eos, 1.0, alpha_cont=ac, compile=False, n_layers=2)
+    assert top.shape == (2, wl.numel())
+    assert torch.equal(top, full[:2])
+    cut_model = line_absorption(ll, wl, atm2, eos2, 1.0, alpha_cont=ac[:2], compile=False)
+    assert (top - cut_model).abs().max() > 0
+    with pytest.raises(ValueError, match="n_layers"):
+        line_absorption(ll, wl, atm, eos, 1.0, alpha_cont=ac, compile=False, n_layers=0)

@@ -52,3 +52,29 @@ def test_multi_tangent_equals_dual_with_subsampled_hydrogen(h8):
     assert torch.allclose(p2, p, rtol=0, atol=1e-12)
     for k in range(2):
         assert (J2[k] - J[k]).abs().max() <= 1e-9 * J[k].abs().max()
+
+
+def test_deep_layers_left_out_of_the_transfer_change_nothing(h8, monkeypatch):
+    """Layers below τ_c = 50 at every wavelength (TAU_DEEP) are left out of the line opacity
+    and the transfer: the cut is in use (fewer layers than the model has) and the spectrum
+    and its derivatives are those of the full depth to round-off."""
+    from phdlspec_app.physics import synthesize as S
+
+    synth, wl, lab = h8
+    depths = []
+    cut = S._transfer_depth
+
+    def spy(alpha_c, rho, rhox, tau_max=S.TAU_DEEP):
+        n = cut(alpha_c, rho, rhox, tau_max)
+        depths.append((n, alpha_c.shape[-2]))
+        return n
+
+    monkeypatch.setattr(S, "_transfer_depth", spy)
+    p, J = synth.differential_spectra(lab, wrt=["teff", "fe_h", "mg_fe"], wl_out=wl)
+    f = synth.spectrum(lab, wl_out=wl)
+    assert depths and all(n < L_all for n, L_all in depths)
+    monkeypatch.setattr(S, "_transfer_depth", lambda alpha_c, rho, rhox: alpha_c.shape[-2])
+    p0, J0 = synth.differential_spectra(lab, wrt=["teff", "fe_h", "mg_fe"], wl_out=wl)
+    f0 = synth.spectrum(lab, wl_out=wl)
+    assert (f - f0).abs().max() <= 1e-13 and (p - p0).abs().max() <= 1e-13
+    assert ((J - J0).abs().amax(dim=1) / J0.abs().amax(dim=1)).max() <= 1e-10

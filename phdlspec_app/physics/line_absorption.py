@@ -659,8 +659,12 @@ def _make_plan(st, wl_t, wl_np, lay, N, alpha_cont, threshold, cutoff, max_windo
                  int(seg_k.sum()), n)
 
 
-def _apply_plan(plan: _Plan, acc, lay, wl_t, use_compile, f32=False):
+def _apply_plan(plan: _Plan, acc, lay, wl_t, use_compile, f32=False, cols=None):
+    """acc (W, N) += the plan's line opacity; ``cols``: only these of the N (star, layer)
+    columns (acc then has len(cols) columns)."""
     amp, sigma, gamma = _params(plan.st, lay, wl_t.device, use_compile)  # (M, N)
+    if cols is not None:
+        amp, sigma, gamma = amp[:, cols], sigma[:, cols], gamma[:, cols]
     for rows, lo, cnt, kmax, wing in plan.chunks:
         acc = _VoigtChunkAdd.apply(acc, amp[rows][:, None, :], sigma[rows][:, None, :],
                                    gamma[rows][:, None, :], wl_t, plan.wl0[rows], lo, cnt,
@@ -784,7 +788,8 @@ def contract_line_tangents(plan: _Plan, lay: dict, lay_tan: dict, G: torch.Tenso
     dnU = lay_tan["nU"][:, ls][:, :, cols_t]                                # (K, Nl, S)
     u = torch.where(nU > 0, dnU / torch.where(nU > 0, nU, torch.ones_like(nU)), torch.zeros_like(dnU))
     Us = u.permute(2, 1, 0).contiguous()                                    # (S, Nl, K)
-    D = torch.stack([lay_tan[v].reshape(K, N)[:, ls] for v in _LAYER_VARS], dim=1)   # (K, V, Nl)
+    Lz = lay["T"].numel()                       # all layers (G may stop above the deepest)
+    D = torch.stack([lay_tan[v].reshape(K, Lz)[:, ls] for v in _LAYER_VARS], dim=1)   # (K, V, Nl)
     d_xi2 = D[:, 3, 0]                                                      # (K,)
     if not bool((D[:, 3] == d_xi2[:, None]).all()):
         raise ValueError("contract_line_tangents: the tangents of ξ² must be the same in every "
@@ -820,7 +825,8 @@ def contract_line_tangents(plan: _Plan, lay: dict, lay_tan: dict, G: torch.Tenso
 def line_absorption(linelist, wl, atm, eos, vmic_kms, *, alpha_cont=None, threshold=1e-4,
                     cutoff=3e-4, max_window=150.0, vdw_enhancement=1.0,
                     molecule_log_gamma6=-7.5, chunk_elements=1 << 22, compile="auto",
-                    return_stats=False, prepared=None, return_plan=False, profile_dtype="float64"):
+                    return_stats=False, prepared=None, return_plan=False, profile_dtype="float64",
+                    n_layers=None):
     """Line opacity (cm⁻¹) of every line of ``linelist`` on ``wl``: shape (…, L, W).
 
     Parameters
@@ -852,6 +858,10 @@ def line_absorption(linelist, wl, atm, eos, vmic_kms, *, alpha_cont=None, thresh
         float64; derivatives are always float64). "float32" is ≈2× faster; each profile
         value stays within 2e−6 of the line's peak and 1e−3 relative wherever it exceeds
         1e−4 of the peak (used by ``Synthesizer``; see tests/test_line_absorption.py).
+    n_layers : evaluate the opacity in the uppermost ``n_layers`` layers of each star only
+        (output (…, n_layers, W)); the selection of lines and their windows still uses all
+        layers, so the opacity there is the same as without it. For callers that know the
+        deeper layers cannot reach the emergent flux (``Synthesizer``: τ_c ≥ 50).
 
     Differentiable in reverse mode (``backward``) and forward mode (``torch.autograd.forward_ad``).
     """
@@ -871,7 +881,13 @@ def line_absorption(linelist, wl, atm, eos, vmic_kms, *, alpha_cont=None, thresh
     use_compile = want_compile(compile)
     compiled = _kernel("fwd", use_compile) is not _fwd_kernel
 
-    acc = torch.zeros(W, N, dtype=torch.float64, device=dev)
+    cols = None                                 # the (star, layer) columns evaluated
+    if n_layers is not None and int(n_layers) < batch[-1]:
+        if int(n_layers) < 1:
+            raise ValueError(f"n_layers must be at least 1, got {n_layers}")
+        cols = torch.arange(N, device=dev).reshape(-1, batch[-1])[:, :int(n_layers)].reshape(-1)
+        batch = batch[:-1] + (int(n_layers),)
+    acc = torch.zeros(W, N if cols is None else cols.numel(), dtype=torch.float64, device=dev)
 
     def finish(stats, plan=None):
         out = acc.T.reshape(batch + (W,))
@@ -888,6 +904,6 @@ def line_absorption(linelist, wl, atm, eos, vmic_kms, *, alpha_cont=None, thresh
                       chunk_elements, use_compile)
     if plan is None:
         return finish(LineStats(n_in, n_supported, 0, 0, 0, compiled))
-    acc = _apply_plan(plan, acc, lay, wl_t, use_compile, profile_dtype == "float32")
+    acc = _apply_plan(plan, acc, lay, wl_t, use_compile, profile_dtype == "float32", cols)
     return finish(LineStats(n_in, n_supported, plan.st.wl.size, len(plan.chunks), plan.n_points,
                             compiled, plan.n_screened), plan)

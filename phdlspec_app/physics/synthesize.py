@@ -167,14 +167,15 @@ class Synthesizer:
             cache[key] = prepare_lines(self.linelist, key)
         return cache[key]
 
-    def _lines(self, wl_chunk, atm, eos, vmic, alpha_c, return_plan=False):
+    def _lines(self, wl_chunk, atm, eos, vmic, alpha_c, n_layers, return_plan=False):
         from .line_absorption import molecule_names, prepared_window
 
         prep = prepared_window(self._prepared(molecule_names(eos)), wl_chunk[0] - 30.0,
                                wl_chunk[-1] + 30.0)
         return line_absorption(None, wl_chunk, atm, eos, vmic, alpha_cont=alpha_c,
                                threshold=self.line_threshold, prepared=prep,
-                               return_plan=return_plan, profile_dtype=self.profile_dtype)
+                               return_plan=return_plan, profile_dtype=self.profile_dtype,
+                               n_layers=n_layers)
 
     def _chunk_flux(self, wl_chunk: np.ndarray, atm, eos, vmic, wl_c, alpha_cc, F_cc, h_cache=None):
         """(F, F_c) on one chunk: F by the radiative transfer on the fine grid, the
@@ -183,15 +184,17 @@ class Synthesizer:
         wl_t = torch.as_tensor(wl_chunk, dtype=torch.float64, device=dev)
         idx, tw = _interp_weights(wl_c, wl_t)
         alpha_c = _interp_cols(alpha_cc, idx, tw)
-        alpha_l = self._lines(wl_chunk, atm, eos, vmic, alpha_c)
+        n = _transfer_depth(alpha_c, eos.rho, atm.rhox)
+        alpha_l = self._lines(wl_chunk, atm, eos, vmic, alpha_c, n)
         if self.hydrogen:
             from .hydrogen_lines import hydrogen_line_absorption
 
             alpha_h = self._hydrogen_split(hydrogen_line_absorption, wl_t, atm, eos, vmic_kms=vmic, cache=h_cache)
             if alpha_h is not None:
-                alpha_l = alpha_l + alpha_h
-        S = planck_lambda(wl_t, atm.T)
-        return _flux(alpha_c + alpha_l, S, eos.rho, atm.rhox, self.n_mu), _interp_cols(F_cc, idx, tw)
+                alpha_l = alpha_l + alpha_h[..., :n, :]
+        S = planck_lambda(wl_t, atm.T[..., :n])
+        return (_flux(alpha_c[..., :n, :] + alpha_l, S, eos.rho[..., :n], atm.rhox[..., :n], self.n_mu),
+                _interp_cols(F_cc, idx, tw))
 
     def _hydrogen_split(self, fn, wl_t, *args, **kw):
         """``fn`` (``hydrogen_line_absorption`` or :func:`_hydrogen_partials`, λ on the last
@@ -399,16 +402,17 @@ class Synthesizer:
             wl_t = torch.as_tensor(wl_chunk, dtype=torch.float64, device=dev)
             idx, tw = _interp_weights(wl_c, wl_t)
             alpha_c = _interp_cols(alpha_cc, idx, tw)
+            n = _transfer_depth(alpha_c, rho, rhox)     # layers [0, n) reach the surface
             with torch.no_grad():
-                alpha_l, plan = self._lines(wl_chunk, atm, eos, xi, alpha_c, return_plan=True)
+                alpha_l, plan = self._lines(wl_chunk, atm, eos, xi, alpha_c, n, return_plan=True)
             h = self._hydrogen_split(_hydrogen_partials, wl_t, hp, cache=h_cache) if self.hydrogen else None
-            alpha_h, P_h = (None, None) if h is None else h                    # (L, W), (6, L, W)
-            S = planck_lambda(wl_t, T)
+            alpha_h, P_h = (None, None) if h is None else (h[0][:n], h[1][:, :n])   # (n, W), (6, n, W)
+            S = planck_lambda(wl_t, T[:n])
             # R = F/F_c with F_c interpolated from the coarse grid: the per-wavelength
             # sensitivities of F/F_c at fixed F_c by one reverse pass, then − R dF_c/F_c
             inv_c = 1.0 / _interp_cols(F_cc, idx, tw)
-            leaves = [(alpha_c + alpha_l + (alpha_h if alpha_h is not None else 0.0)), S,
-                      rho[:, None].expand_as(S).clone(), rhox[:, None].expand_as(S).clone()]
+            leaves = [(alpha_c[:n] + alpha_l + (alpha_h if alpha_h is not None else 0.0)), S,
+                      rho[:n, None].expand_as(S).clone(), rhox[:n, None].expand_as(S).clone()]
             leaves = [x.detach().requires_grad_(True) for x in leaves]
             with torch.enable_grad():
                 R = _scaled_flux(*leaves, inv_c, self.n_mu)
@@ -416,16 +420,16 @@ class Synthesizer:
             R = R.detach()
             # continuum opacity tangents: Σ_l G (interpolated coarse tangents), as a batched
             # (K, L) @ (L, 1) per coarse interval
-            dR = _contract_interpolated(dacLK, idx, tw, G_tot.T).T.contiguous()
+            dR = _contract_interpolated(dacLK[:, :n], idx, tw, G_tot.T).T.contiguous()
             dR -= (R * inv_c) * _interp_cols(dF_cc, idx, tw)
-            dBdT = _planck_dT(wl_t, T)
-            dR += dT @ (G_S * dBdT) + drho @ G_rho + drhox @ G_rhox
+            dBdT = _planck_dT(wl_t, T[:n])
+            dR += dT[:, :n] @ (G_S * dBdT) + drho[:, :n] @ G_rho + drhox[:, :n] @ G_rhox
             if plan is not None:
                 dR += contract_line_tangents(plan, lay, lay_t, G_tot.T.contiguous(), wl_t, use_compile,
                                              layers=_significant_layers(G_tot, alpha_l)).T
             if P_h is not None:
-                Y = (G_tot[None] * P_h).reshape(6 * Lz, -1)                  # (6L, W)
-                dR += ht.reshape(K, 6 * Lz) @ Y
+                Y = (G_tot[None] * P_h).reshape(6 * n, -1)                   # (6n, W)
+                dR += ht[:, :, :n].reshape(K, 6 * n) @ Y
             return R, dR
 
         R_all, dR_all = zip(*(one(ab) for ab in chunks))
@@ -446,6 +450,33 @@ class Synthesizer:
 #: continuum keeps the uppermost layers above the bound everywhere, the lines only where
 #: strong lines are.
 LAYER_TOLERANCE = 1e-10
+
+
+#: layers below the depth where the continuum's optical depth reaches this at every
+#: wavelength of a chunk (for every star) are left out of the line opacity and the
+#: radiative transfer: the light they emit reaches the surface attenuated by e^(−50) or more
+#: (the lines only add opacity). The line selection still looks at every layer.
+TAU_DEEP = 50.0
+
+
+def _transfer_depth(alpha_c: torch.Tensor, rho: torch.Tensor, rhox: torch.Tensor,
+                    tau_max: float = TAU_DEEP) -> int:
+    """Number of layers from the top that the radiative transfer needs: up to and including
+    the first layer where τ_c ≥ ``tau_max`` at every wavelength (α_c (…, L, W), ρ and RHOX
+    (…, L); all of them if τ_c never gets there)."""
+    with torch.no_grad():
+        tau = optical_depth(_primal(alpha_c), _primal(rho), _primal(rhox))
+        Lz = tau.shape[-2]
+        tmin = tau.movedim(-2, 0).reshape(Lz, -1).amin(dim=1)
+        deep = torch.nonzero(tmin >= tau_max).flatten()
+    return Lz if deep.numel() == 0 else int(deep[0]) + 1
+
+
+def _primal(x: torch.Tensor) -> torch.Tensor:
+    """x without a forward-mode tangent and detached (for decisions such as a layer cut)."""
+    import torch.autograd.forward_ad as fwAD
+
+    return fwAD.unpack_dual(x).primal.detach()
 
 
 def _significant_layers(G: torch.Tensor, alpha: torch.Tensor, tol: float = LAYER_TOLERANCE):
