@@ -22,6 +22,7 @@ opacities and (..., L) for layer quantities.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -65,12 +66,15 @@ def gauss_legendre_mu(n: int, like: torch.Tensor):
 def _linear_weights(d: torch.Tensor):
     """For an interval of optical thickness d along the ray: (1 - e^-d) and
     g(d) = (1 - (1 + d) e^-d) / d, with a series where g would cancel."""
-    one_minus = -torch.expm1(-d)
+    em1 = torch.expm1(-d)
     small = d < 1e-3
     d_safe = torch.where(small, torch.ones_like(d), d)
-    g_big = (one_minus - d_safe * torch.exp(-d_safe)) / d_safe
+    # e^-d as 1 + expm1(-d): one exponential per point instead of two (the transfer's
+    # exponentials are most of its time), equal to exp(−d) to round-off
+    e_safe = torch.where(small, torch.full_like(d, math.exp(-1.0)), 1.0 + em1)
+    g_big = (-em1 - d_safe * e_safe) / d_safe
     g_small = d * (0.5 - d * (1.0 / 3.0 - d / 8.0))
-    return one_minus, torch.where(small, g_small, g_big)
+    return -em1, torch.where(small, g_small, g_big)
 
 
 def emergent_flux(tau: torch.Tensor, S: torch.Tensor, n_mu: int = 6) -> torch.Tensor:
