@@ -3,7 +3,9 @@
 The compiled kernels and the sampled LSF take plain tensors only; every step that has a
 fast no-derivative path asks this one question before taking it. :func:`call_compiled`
 runs a function through ``torch.compile`` (dynamic shapes) when its tensors are plain and
-compilation is wanted (``PHDLSPEC_COMPILE`` ≠ "0"), eagerly otherwise.
+compilation is wanted (``PHDLSPEC_COMPILE`` ≠ "0"), eagerly otherwise; :func:`run_compiled`
+does the same for callers that decide themselves (the line-opacity kernels, whose custom
+autograd functions only ever pass plain tensors). One registry, one kill switch.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import warnings
 import torch
 import torch.autograd.forward_ad as fwAD
 
-__all__ = ["carries_derivative", "want_compile", "compiled", "call_compiled"]
+__all__ = ["carries_derivative", "want_compile", "compiled", "run_compiled", "call_compiled"]
 
 
 def carries_derivative(*tensors, autograd: bool = True) -> bool:
@@ -52,12 +54,11 @@ def compiled(fn):
     return _COMPILED[fn]
 
 
-def call_compiled(fn, *args):
-    """``fn(*args)``, compiled when no tensor argument carries a derivative (a failed
-    compilation warns once and falls back to eager for the rest of the process)."""
-    if carries_derivative(*(a for a in args if torch.is_tensor(a)), autograd=False):
-        return fn(*args)
-    comp = compiled(fn)
+def run_compiled(fn, use_compile: bool, *args):
+    """``fn(*args)``, through :func:`compiled` when ``use_compile``: the one switch for every
+    compiled kernel (the line-opacity kernels, the transfer, the hydrogen partials). A failed
+    compilation warns once and falls back to eager for the rest of the process."""
+    comp = compiled(fn) if use_compile else fn
     if comp is fn:
         return fn(*args)
     try:
@@ -66,3 +67,10 @@ def call_compiled(fn, *args):
         warnings.warn(f"compiled {fn.__name__} failed ({type(err).__name__}: {err}); eager", stacklevel=3)
         _COMPILED["_disabled"] = True
         return fn(*args)
+
+
+def call_compiled(fn, *args):
+    """``fn(*args)``, compiled when no tensor argument carries a derivative (see
+    :func:`run_compiled`)."""
+    plain = not carries_derivative(*(a for a in args if torch.is_tensor(a)), autograd=False)
+    return run_compiled(fn, plain, *args)

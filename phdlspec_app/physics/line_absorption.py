@@ -84,7 +84,7 @@ import numpy as np
 import torch
 
 from . import constants as C
-from .autodiff import carries_derivative, want_compile
+from .autodiff import carries_derivative, compiled, run_compiled, want_compile
 from .voigt import R_SWITCH, faddeeva_cf, faddeeva_xy
 
 __all__ = ["line_absorption", "classical_gamma_rad", "approximate_gammas", "prepare_lines",
@@ -391,40 +391,17 @@ _Q_NONZERO = set(_Q_ORDER)
 
 _EAGER = {"fwd": _fwd_kernel, "bwd": _bwd_kernel, "jvp": _jvp_kernel, "con": _contract_kernel,
           "sel": _select_kernel, "par": _param_kernel}
-_KERNELS: dict = {}
 
 
 def _kernel(name: str, use_compile: bool):
-    """The kernel ``name``, compiled once per process with dynamic shapes when wanted."""
-    if not use_compile or _KERNELS.get("_disabled"):
-        return _EAGER[name]
-    if name not in _KERNELS:
-        try:
-            _KERNELS[name] = torch.compile(_EAGER[name], dynamic=True)
-        except Exception as err:  # pragma: no cover - no compiler
-            warnings.warn(f"torch.compile unavailable ({err}); eager Voigt kernels", stacklevel=3)
-            _KERNELS["_disabled"] = True
-            return _EAGER[name]
-    return _KERNELS[name]
-
-
-def _kernels(use_compile: bool):
-    """(forward, backward, compiled?) — kept for callers of the old interface."""
-    f, b = _kernel("fwd", use_compile), _kernel("bwd", use_compile)
-    return f, b, f is not _fwd_kernel
+    """The kernel ``name``, compiled (``autodiff.compiled``: once per process, dynamic
+    shapes) when ``use_compile`` and compilation is not switched off."""
+    return compiled(_EAGER[name]) if use_compile else _EAGER[name]
 
 
 def _run(name: str, use_compile: bool, *args):
-    kern = _kernel(name, use_compile)
-    if kern is _EAGER[name]:
-        return kern(*args)
-    try:
-        return kern(*args)
-    except Exception as err:  # pragma: no cover - compile failure at first call
-        warnings.warn(f"compiled Voigt kernel failed ({type(err).__name__}: {err}); "
-                      "falling back to eager", stacklevel=3)
-        _KERNELS["_disabled"] = True
-        return _EAGER[name](*args)
+    """Kernel ``name`` on ``args`` (``autodiff.run_compiled``)."""
+    return run_compiled(_EAGER[name], use_compile, *args)
 
 
 class _VoigtChunkAdd(torch.autograd.Function):
@@ -860,7 +837,8 @@ def line_absorption(linelist, wl, atm, eos, vmic_kms, *, alpha_cont=None, thresh
     molecule_log_gamma6 : log γ₆ at 10⁴ K for molecular lines without one (None: no vdW).
     chunk_elements : lines × points × (stars·layers) evaluated at once (memory bound:
         ≈ 10 × 8 bytes × chunk_elements transient).
-    compile : "auto" (use torch.compile unless $PHDLSPEC_COMPILE=0), True or False.
+    compile : "auto" or True (use torch.compile unless $PHDLSPEC_COMPILE=0 switches it off
+        for the process), or False.
     return_stats : also return a :class:`LineStats`.
     prepared : output of :func:`prepare_lines` (or a :func:`prepared_window` of it) to use
         instead of ``linelist`` (which may then be None); vdw_enhancement and
@@ -893,7 +871,7 @@ def line_absorption(linelist, wl, atm, eos, vmic_kms, *, alpha_cont=None, thresh
         st, n_in = prepared, prepared.wl.size
     n_supported = st.wl.size
     use_compile = want_compile(compile)
-    compiled = _kernel("fwd", use_compile) is not _fwd_kernel
+    is_compiled = _kernel("fwd", use_compile) is not _fwd_kernel
 
     cols = None                                 # the (star, layer) columns evaluated
     if n_layers is not None and int(n_layers) < batch[-1]:
@@ -913,11 +891,11 @@ def line_absorption(linelist, wl, atm, eos, vmic_kms, *, alpha_cont=None, thresh
         return res if len(res) > 1 else out
 
     if n_supported == 0 or W == 0:
-        return finish(LineStats(n_in, n_supported, 0, 0, 0, compiled))
+        return finish(LineStats(n_in, n_supported, 0, 0, 0, is_compiled))
     plan = _make_plan(st, wl_t, wl_np, lay, N, alpha_cont, threshold, cutoff, max_window,
                       chunk_elements, use_compile)
     if plan is None:
-        return finish(LineStats(n_in, n_supported, 0, 0, 0, compiled))
+        return finish(LineStats(n_in, n_supported, 0, 0, 0, is_compiled))
     acc = _apply_plan(plan, acc, lay, wl_t, use_compile, profile_dtype == "float32", cols)
     return finish(LineStats(n_in, n_supported, plan.st.wl.size, len(plan.chunks), plan.n_points,
-                            compiled, plan.n_screened), plan)
+                            is_compiled, plan.n_screened), plan)
