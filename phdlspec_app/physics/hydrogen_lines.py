@@ -331,16 +331,23 @@ def _strength(lo_n, up_n, log_gf, T, ne, nH, nHe, UH, use_mhd):
     return C.pi_e2_over_mc * 10 ** log_gf * nH / UH * levels
 
 
-def _abo_shape(lo_n, up_n, lam0, lam, T, nH, xi):
-    """ABO self-broadening Voigt profile per Hz-normalised strength: (λ₀²/c) φ_λ (N, K)."""
+def _abo_widths(lo_n, up_n, lam0, T, nH, xi):
+    """Per layer: the ABO self-broadening HWHM γ (cm), u = kT/m_H + ξ²/2 (cm² s⁻²), the
+    Doppler width d = √2 σ (cm), and the line's ABO velocity exponent α."""
     sig_abo, a_abo = _ABO[(lo_n, up_n)]
     vbar = torch.sqrt(8 * C.k_B * T / math.pi * (2.0 / _M_H))
     Gam = (2 * (4 / math.pi) ** (a_abo / 2) * math.gamma((4 - a_abo) / 2) * 1e6
            * sig_abo * C.a0**2 * (vbar / 1e6) ** (1 - a_abo)) * nH          # s⁻¹ FWHM
     lam0_cm = lam0 * 1e-8
     gam = Gam * lam0_cm**2 / (4 * math.pi * C.c)                            # cm HWHM
-    sigma = lam0_cm / C.c * torch.sqrt(C.k_B * T / _M_H + 0.5 * xi * xi)
-    d = math.sqrt(2.0) * sigma
+    u = C.k_B * T / _M_H + 0.5 * xi * xi
+    return gam, u, math.sqrt(2.0) * lam0_cm / C.c * torch.sqrt(u), a_abo
+
+
+def _abo_shape(lo_n, up_n, lam0, lam, T, nH, xi):
+    """ABO self-broadening Voigt profile per Hz-normalised strength: (λ₀²/c) φ_λ (N, K)."""
+    gam, _, d, _ = _abo_widths(lo_n, up_n, lam0, T, nH, xi)
+    lam0_cm = lam0 * 1e-8
     H = voigt_hjerting((gam / d)[:, None], ((lam - lam0) * 1e-8)[None, :] / d[:, None])
     # same line strength per unit wavelength: (λ₀²/c) converts ∫dν to ∫dλ
     return (lam0_cm**2 / C.c / (math.sqrt(math.pi) * d))[:, None] * H
@@ -353,14 +360,8 @@ def _abo_shape_partials(lo_n, up_n, lam0, lam, T, nH, xi):
     γ ∝ n_H T^((1−α)/2) (ABO), d² ∝ kT/m_H + ξ²/2."""
     from .voigt import faddeeva_xy
 
-    sig_abo, a_abo = _ABO[(lo_n, up_n)]
-    vbar = torch.sqrt(8 * C.k_B * T / math.pi * (2.0 / _M_H))
-    Gam = (2 * (4 / math.pi) ** (a_abo / 2) * math.gamma((4 - a_abo) / 2) * 1e6
-           * sig_abo * C.a0**2 * (vbar / 1e6) ** (1 - a_abo)) * nH
+    gam, u, d, a_abo = _abo_widths(lo_n, up_n, lam0, T, nH, xi)
     lam0_cm = lam0 * 1e-8
-    gam = Gam * lam0_cm**2 / (4 * math.pi * C.c)
-    u = C.k_B * T / _M_H + 0.5 * xi * xi
-    d = math.sqrt(2.0) * lam0_cm / C.c * torch.sqrt(u)
     a = (gam / d)[:, None]
     v = ((lam - lam0) * 1e-8)[None, :] / d[:, None]
     a, v = torch.broadcast_tensors(a, v)
