@@ -500,10 +500,8 @@ def _continuum_tangents(wl_c, prim, tans, block: int = 2400):
 
 def _detach_eos(eos_d):
     """Primal of star 0 of a K-batched dual EOS result (plain tensors)."""
-    import torch.autograd.forward_ad as fwAD
-
     def p(x):
-        return fwAD.unpack_dual(x).primal[0].detach()
+        return _primal(x)[0]
 
     return EOSResult(ne=p(eos_d.ne), atoms=p(eos_d.atoms), U=p(eos_d.U),
                      molecules={k: p(v) for k, v in eos_d.molecules.items()},
