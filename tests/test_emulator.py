@@ -109,6 +109,29 @@ def test_save_load_round_trip_is_exact_and_bad_files_are_named(tmp_path):
         emu(np.zeros((3, 30)))
 
 
+def test_per_patch_head_round_trips_and_differs_from_the_shared_head(tmp_path):
+    """head="patch" gives every wavelength patch its own output map; the file remembers it,
+    and a file without the key (older models) loads as the shared head."""
+    torch.manual_seed(0)
+    net = SpectrumTransformer(n_labels=len(INPUT_LABELS), n_pix=200, d_model=16, n_heads=2, n_encoder=1,
+                              n_decoder=1, patch=32, head="patch")
+    assert net.head_weight.shape == (7, 16, 32) and not hasattr(net, "head")
+    wl = lamost_wavelength()[1000:1200]
+    emu = Emulator(net, np.full(200, 0.9), np.full(200, 0.05), wl, TrainingDomain(), device="cpu")
+    lab = sample_labels(GridSpec(n=3))
+    emu2 = load_emulator(emu.save(tmp_path / "p.safetensors"), device="cpu")
+    assert emu2.net.config["head"] == "patch"
+    np.testing.assert_array_equal(emu(lab), emu2(lab))
+    # changing one patch's head moves only that patch's pixels
+    with torch.no_grad():
+        net.head_weight[2] += torch.randn(16, 32)
+    d = np.abs(emu(lab) - emu2(lab)).max(0)
+    assert (d[64:96] > 1e-3).all() and (np.delete(d, np.arange(64, 96)) < 1e-6).all()
+    assert "head" not in _tiny_emulator().net.config
+    with pytest.raises(ValueError, match="head"):
+        SpectrumTransformer(n_pix=200, head="perpixel")
+
+
 def test_jacobian_matches_finite_differences():
     emu = _tiny_emulator()
     lab = sample_labels(GridSpec(n=2))
@@ -134,24 +157,61 @@ def test_torch_input_gives_a_differentiable_output():
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
-def test_random_probe_gradient_term_estimates_the_full_jacobian_mismatch():
-    """E over probes of the gradient term = the mean squared Jacobian mismatch per step δ."""
-    from phdlspec_app.emulator.train import FLUX_UNIT, _jac_scale
+@pytest.mark.parametrize("mode", ["step", "label"])
+def test_random_probe_gradient_term_estimates_the_full_jacobian_mismatch(mode):
+    """E over probes of the gradient term = the mean squared Jacobian mismatch, each label's
+    column weighted by its factor c_k (per step δ, or per the label's own rms)."""
+    from phdlspec_app.emulator.train import _gradient_units
 
     emu = _tiny_emulator()
     lab = torch.as_tensor(sample_labels(GridSpec(n=3)), dtype=torch.float32)
     rng = np.random.default_rng(1)
-    target = torch.as_tensor(rng.normal(0, 0.02, (3, 30, 200)), dtype=torch.float32)
+    # engine derivatives per label unit, 10⁴ apart in size between labels (as Teff per K
+    # and Zn per dex are)
+    raw = rng.normal(0, 1.0, (3, 30, 200)) * np.logspace(-5, -1, 30)[None, :, None]
+    factor, unit = _gradient_units(raw, mode)
+    target = torch.as_tensor(raw * factor[None, :, None], dtype=torch.float32)
     cfg = TrainConfig(n_probes=400, ref_batch=3)
     torch.manual_seed(0)
-    est = float(_gradient_loss(emu, lab, target, cfg, rng))
-    # exact: the emulator's Jacobian per label unit, times the steps δ; the default
-    # labels carry vbroad = 0 and rv = 0, so the broadened Jacobian is the network's
+    est = float(_gradient_loss(emu, lab, target, cfg, rng, (factor, unit)))
+    # exact: the emulator's Jacobian per label unit, times c_k; the default labels carry
+    # vbroad = 0 and rv = 0, so the broadened Jacobian is the network's
     jac = torch.as_tensor(emu.jacobian(lab.numpy())[:, [L.label_names().index(n) for n in INPUT_LABELS]],
                           dtype=torch.float32)
-    jac = jac * torch.as_tensor(_jac_scale(), dtype=torch.float32)[None, :, None]
-    exact = float(((jac - target) ** 2).sum(1).mean()) / FLUX_UNIT ** 2
+    jac = jac * torch.as_tensor(factor, dtype=torch.float32)[None, :, None]
+    exact = float(((jac - target) ** 2).sum(1).mean()) / unit
     assert est == pytest.approx(exact, rel=0.15)
+
+
+def test_label_normalized_gradient_term_weighs_every_label_by_its_own_size():
+    """In "label" mode a 10 % error in a weak label's derivative costs what a 10 % error in a
+    strong one costs; in "step" mode it is invisible."""
+    from phdlspec_app.emulator.train import REL_UNIT, _gradient_units, _half_range
+
+    rng = np.random.default_rng(2)
+    scale = np.full(30, 1e-2)              # per unit: K for teff, dex for the abundances
+    scale[0], scale[3] = 1e-5, 1e-4        # teff per K; fe_h 100× weaker than eu_fe
+    raw = rng.normal(0, 1.0, (4, 30, 50)) * scale[None, :, None]
+    raw[:, 7] = 0.0                        # a label with no lines at all
+    for mode in ("label", "step"):
+        factor, unit = _gradient_units(raw, mode)
+        # fe_h (index 3) and eu_fe (29) have the same step δ
+        cost = [((0.1 * raw[:, k] * factor[k]) ** 2).mean() / unit for k in (3, 29)]
+        if mode == "label":
+            assert cost[0] == pytest.approx(cost[1], rel=1e-9)
+            assert cost[1] == pytest.approx(1.0 / 30, rel=1e-9)   # one REL_UNIT per label
+            # the line-less label is matched in absolute terms, at 0.1 % of the strongest
+            # label's derivative with respect to the scaled input (not at 1/0)
+            hr = _half_range()
+            rms = np.sqrt((raw ** 2).mean(axis=(0, 2)))
+            assert factor[7] == pytest.approx(hr[7] / (1e-3 * (rms * hr).max()), rel=1e-9)
+        else:
+            assert cost[0] < 1e-3 * cost[1]
+    with pytest.raises(ValueError, match="all zero"):
+        _gradient_units(np.zeros((2, 30, 5)), "label")
+    with pytest.raises(ValueError, match="grad_norm"):
+        _gradient_units(raw, "bogus")
+    assert REL_UNIT == 0.1
 
 
 def test_heldout_split_is_stable_as_the_grid_grows():
@@ -184,7 +244,9 @@ def test_training_reduces_the_loss_is_deterministic_and_resumes(tmp_path):
     torch.set_num_threads(1)
     data = _toy_set()
     net = dict(d_model=16, n_heads=2, n_encoder=1, n_decoder=1, patch=24)
-    cfg = TrainConfig(epochs=20, batch=16, lr=3e-3, checkpoint_every=5, network=net)
+    # "step" units: the toy's 28 line-less labels would otherwise be held at zero
+    # derivative with weight 1/(0.1 % of Teff's), slowing the flux fit this test measures
+    cfg = TrainConfig(epochs=20, batch=16, lr=3e-3, checkpoint_every=5, network=net, grad_norm="step")
     hist = []
     emu = train(data, tmp_path / "a.safetensors", cfg, progress=False, log=hist.append)
     assert hist[-1]["loss_flux"] < 0.5 * hist[0]["loss_flux"]
@@ -218,8 +280,10 @@ def test_the_gradient_term_teaches_the_derivative_the_flux_alone_does_not_pin_do
     k = INPUT_LABELS.index("mg_fe")
 
     def cosine(grad_weight, path):
+        # "step" units: in "label" units the toy's 28 line-less labels are held at zero
+        # derivative so hard that this tiny network tops out at cosine 0.898 (λ 1–20)
         emu = train(data, path, TrainConfig(epochs=25, batch=16, lr=3e-3, grad_weight=grad_weight,
-                                            network=net), progress=False)
+                                            network=net, grad_norm="step"), progress=False)
         j = emu.jacobian(data.ref_labels)[:, IDX["mg_fe"]]
         t = data.jacobian[:, k]
         return float((j * t).sum() / np.sqrt((j * j).sum() * (t * t).sum()))
@@ -295,7 +359,8 @@ def test_data_driven_finetuning_on_engine_spectra_lowers_chi2_and_keeps_the_prio
     hist = []
     # the toy grid's spectra are unrelated to these observations: no anchor term here
     finetune(emu, obs, tmp_path / "tuned.safetensors", grid=toy, flux_weight=0.0,
-             config=TrainConfig(epochs=25, batch=1, lr=3e-3), progress=False, log=hist.append)
+             config=TrainConfig(epochs=25, batch=1, lr=3e-3, grad_norm="step"), progress=False,
+             log=hist.append)
     assert hist[-1]["chi2_per_pixel"] < 0.6 * hist[0]["chi2_per_pixel"]
     assert hist[-1]["loss_grad"] is not None
     card = load_emulator(tmp_path / "tuned.safetensors").card["finetune"]

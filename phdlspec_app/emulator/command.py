@@ -42,7 +42,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--grad-weight", type=float, default=1.0,
                    help="weight λ of the gradient-matching term (0: no physical prior)")
     p.add_argument("--max-train", type=int, help="train on the first N training spectra only")
-    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--grad-norm", choices=["label", "step"], default="label",
+                   help="label: each label's derivative matched relative to its own size (default); "
+                        "step: as the flux change of a typical label step, so weak elements hardly count")
+    p.add_argument("--d-model", type=int, default=64, help="transformer width")
+    p.add_argument("--n-decoder", type=int, default=2, help="decoder blocks (wavelength patches → labels)")
+    p.add_argument("--head", choices=["patch", "shared"], default="patch",
+                   help="output map token → pixels: one per wavelength patch (default) or one shared by all")
     p.add_argument("--seed", type=int, default=2604)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--checkpoint-every", type=int, default=10)
@@ -98,7 +104,8 @@ def _cmd_train(args) -> int:
             return 2
     cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, grad_weight=args.grad_weight,
                       seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every,
-                      max_train=args.max_train, network={"d_model": args.d_model})
+                      max_train=args.max_train, grad_norm=args.grad_norm,
+                      network={"d_model": args.d_model, "n_decoder": args.n_decoder, "head": args.head})
     if args.observed:
         from .model import EmulatorFileError, load_emulator
         from .observed import finetune, load_observed

@@ -12,7 +12,8 @@ Shape of the computation (see ``docs/emulator.md`` for the diagram)::
                      decoder: n_decoder × [cross-attention patch → label tokens + MLP]
                           │  (each stretch of spectrum picks the labels its lines respond to)
                           ▼
-                     linear head per patch token → ``patch`` pixels (shared weights)
+                     linear head per patch token → ``patch`` pixels (shared weights, or
+                     one head per patch with ``head="patch"``)
                      + a per-pixel linear term in the labels (the first-order response)
                           ▼
                      standardized flux → flux = mean_λ + std_λ · output
@@ -83,13 +84,20 @@ class SpectrumTransformer(nn.Module):
     n_pix : output pixels (3909)
     d_model, n_heads, n_encoder, n_decoder, mlp_ratio : transformer sizes
     patch : pixels per wavelength-patch token
+    head : "shared" — one linear map token → ``patch`` pixels for every patch (plus a
+        per-patch bias); "patch" — a separate map per patch, so that a patch token need not
+        spell out where its lines sit in a basis shared with every other stretch of spectrum
     """
 
     def __init__(self, n_labels: int = 30, n_pix: int = 3909, d_model: int = 64, n_heads: int = 4,
-                 n_encoder: int = 2, n_decoder: int = 2, mlp_ratio: int = 2, patch: int = 64):
+                 n_encoder: int = 2, n_decoder: int = 2, mlp_ratio: int = 2, patch: int = 64, head: str = "shared"):
         super().__init__()
         self.config = dict(n_labels=n_labels, n_pix=n_pix, d_model=d_model, n_heads=n_heads,
                            n_encoder=n_encoder, n_decoder=n_decoder, mlp_ratio=mlp_ratio, patch=patch)
+        if head not in ("shared", "patch"):
+            raise ValueError(f"head must be 'shared' or 'patch', not {head!r}")
+        if head != "shared":     # older model files carry no `head` key: they are shared
+            self.config["head"] = head
         self.n_labels, self.n_pix, self.patch = n_labels, n_pix, patch
         self.n_patches = math.ceil(n_pix / patch)
         # label tokens: a value embedding (a_i x_i + b_i) plus an identity embedding e_i;
@@ -102,7 +110,11 @@ class SpectrumTransformer(nn.Module):
         self.queries = nn.Parameter(torch.randn(self.n_patches, d_model) * 0.02)
         self.decoder = nn.ModuleList(_Block(d_model, n_heads, mlp_ratio, cross=True) for _ in range(n_decoder))
         self.norm_out = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, patch)
+        if head == "shared":
+            self.head = nn.Linear(d_model, patch)
+        else:
+            self.head_weight = nn.Parameter(torch.empty(self.n_patches, d_model, patch).uniform_(
+                -1 / math.sqrt(d_model), 1 / math.sqrt(d_model)))
         # per-patch output offsets let the shared head specialize per stretch of spectrum
         self.head_bias = nn.Parameter(torch.zeros(self.n_patches, patch))
         self.linear = nn.Linear(n_labels, n_pix)
@@ -117,6 +129,10 @@ class SpectrumTransformer(nn.Module):
         q = self.queries.expand(x.shape[0], -1, -1)
         for blk in self.decoder:
             q = blk(q, tok)
-        out = self.head(self.norm_out(q)) + self.head_bias          # (B, P, patch)
+        h = self.norm_out(q)
+        if "head" in self.config:
+            out = torch.einsum("bpd,pdk->bpk", h, self.head_weight) + self.head_bias
+        else:
+            out = self.head(h) + self.head_bias                     # (B, P, patch)
         out = out.reshape(x.shape[0], -1)[:, : self.n_pix]
         return out + self.linear(x)

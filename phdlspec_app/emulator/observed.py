@@ -32,7 +32,7 @@ import torch
 
 from .. import labels as L
 from .model import Emulator
-from .train import FLUX_UNIT, TrainConfig, TrainingSet, _atomic_write, _gradient_loss, _jac_scale
+from .train import FLUX_UNIT, TrainConfig, TrainingSet, _atomic_write, _gradient_loss, _gradient_units
 
 __all__ = ["ObservedSet", "load_observed", "finetune"]
 
@@ -142,7 +142,8 @@ def finetune(emu: Emulator, observed: ObservedSet, out_path, grid: TrainingSet |
     use_grad = grid is not None and config.grad_weight > 0 and len(grid.ref_labels) > 0
     if use_grad:
         XR = torch.as_tensor(grid.ref_labels, dtype=torch.float32, device=dev)
-        JR = torch.as_tensor(grid.jacobian * _jac_scale()[None, :, None], dtype=torch.float32, device=dev)
+        grad_units = _gradient_units(grid.jacobian, config.grad_norm)
+        JR = torch.as_tensor(grid.jacobian * grad_units[0][None, :, None], dtype=torch.float32, device=dev)
     if grid is not None and flux_weight > 0:
         XG = torch.as_tensor(grid.labels, dtype=torch.float32, device=dev)
         YG = torch.as_tensor(grid.flux, dtype=torch.float32, device=dev)
@@ -172,7 +173,7 @@ def finetune(emu: Emulator, observed: ObservedSet, out_path, grid: TrainingSet |
             loss = loss_obs
             sums[0] += loss_obs.item()
             if use_grad:
-                lg = _gradient_loss(emu, XR, JR, config, rng)
+                lg = _gradient_loss(emu, XR, JR, config, rng, grad_units)
                 loss = loss + config.grad_weight * lg
                 sums[1] += lg.item()
             if grid is not None and flux_weight > 0:

@@ -3,7 +3,7 @@
 Loss (per optimizer step; flux in units of ``FLUX_UNIT`` = 1 % of the continuum)::
 
     L = mean_{batch, pixels} (f_emu(x) − f_grid)² / FLUX_UNIT²
-      + λ · mean_{ref, probes, pixels} (J_emu(x_ref) v − J_engine(x_ref) v)² / FLUX_UNIT²
+      + λ · mean_{ref, probes, pixels} (J_emu(x_ref) C v − J_engine(x_ref) C v)² / U
 
 The second term is the physical prior: at the reference points the engine's
 differential spectra J = d flux / d label (teff, logg, vmic, [Fe/H] and the 26 [X/Fe],
@@ -12,11 +12,20 @@ derivatives. Matching the full 3909 × 30 Jacobian every step would cost 30 forw
 passes; instead each step draws ``n_probes`` random directions v ~ N(0, I) in the
 network's scaled input space and matches the directional derivatives J v (one
 ``torch.func.jvp`` each). Since E[|A v|²] = |A|²_F for such v, this is an unbiased
-estimate of the full Frobenius gradient-matching loss. Derivatives are compared per
-label step δ (``GRAD_STEP``: 50 K, 0.1 dex in log g, 0.1 km/s, 0.05 dex in abundances —
-about one LAMOST-quality uncertainty), i.e. as the flux change of a typical step, in the
-same units as the flux term; so Teff (per K) and the abundances (per dex) enter on a
-common, physically meaningful footing.
+estimate of the full Frobenius gradient-matching loss.
+
+C = diag(c_k) says how much each label's derivative counts (``grad_norm``,
+:func:`_gradient_units`):
+
+- "label" (default): c_k = 1 / rms_k, the rms of the engine's d flux/d label_k over the
+  reference points, and U = ``REL_UNIT``² × 30: every label's derivative is matched
+  relative to its own size, a 10 % error weighing like 1 % of flux. The elements'
+  derivatives span a factor of ~250 in size (Teff per 50 K: 0.6 % rms; Zn per 0.05 dex:
+  0.002 %), so without this the weak elements' derivative shapes — which the fitter
+  needs, and which gradient fidelity measures — are not trained at all.
+- "step": c_k = the label step δ (``GRAD_STEP``: 50 K, 0.1 dex in log g, 0.1 km/s,
+  0.05 dex in abundances), U = ``FLUX_UNIT``²: the flux change of a typical step, in
+  the flux term's units (the models before 2026-12-05).
 
 Held-out split: every 11th spectrum of the grid (index % 11 == 10) and every 11th
 reference point are never trained on; they are what the accuracy and gradient-fidelity
@@ -64,8 +73,9 @@ class TrainConfig:
     seed: int = 2604
     device: str = "auto"
     checkpoint_every: int = 10
-    network: dict = field(default_factory=dict)
+    network: dict = field(default_factory=lambda: {"head": "patch"})
     max_train: int | None = None   # use only the first N training spectra (ablation)
+    grad_norm: str = "label"       # "label": each label's derivative matched relative to its own size; "step": per GRAD_STEP
 
 
 @dataclass
@@ -180,9 +190,11 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
     X = torch.as_tensor(all_labels, device=dev)
     Y = torch.as_tensor(all_flux, device=dev)
     use_grad = config.grad_weight > 0 and len(data.ref_labels) > 0
+    grad_units = None
     if use_grad:
+        grad_units = _gradient_units(data.jacobian, config.grad_norm)
         XR = torch.as_tensor(data.ref_labels.astype(np.float32), device=dev)
-        JR = torch.as_tensor((data.jacobian * _jac_scale()[None, :, None]).astype(np.float32), device=dev)
+        JR = torch.as_tensor((data.jacobian * grad_units[0][None, :, None]).astype(np.float32), device=dev)
 
     opt = torch.optim.AdamW(emu.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(n_train / config.batch)
@@ -218,7 +230,7 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
             loss_f = ((pred - Y[idx]) ** 2).mean() / FLUX_UNIT ** 2
             loss = loss_f
             if use_grad:
-                loss_g = _gradient_loss(emu, XR, JR, config, rng)
+                loss_g = _gradient_loss(emu, XR, JR, config, rng, grad_units)
                 loss = loss + config.grad_weight * loss_g
                 sums[1] += loss_g.item()
             opt.zero_grad(set_to_none=True)
@@ -251,6 +263,9 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
                              "final_loss_grad": history[-1]["loss_grad"] if history else None,
                              "device": str(dev), "torch": torch.__version__,
                              "threads": torch.get_num_threads(),
+                             "gradient_units": None if grad_units is None else
+                             {"per_label_factor": dict(zip(INPUT_LABELS, map(float, grad_units[0]))),
+                              "loss_unit": grad_units[1]},
                              "seconds": sum(h["seconds"] for h in history[-1:])}}
     if heldout is not None and len(heldout.labels) >= 10:
         attach_model_error(emu, heldout)
@@ -278,25 +293,58 @@ def attach_model_error(emu: Emulator, heldout: TrainingSet) -> Emulator:
     return emu
 
 
-def _gradient_loss(emu: Emulator, XR, JR, config: TrainConfig, rng) -> torch.Tensor:
+#: relative derivative error counted as one unit by the "label"-normalized gradient term:
+#: 10 % of a label's own typical derivative weighs like 1 % of flux in the flux term
+REL_UNIT = 0.1
+
+
+def _gradient_units(jacobian: np.ndarray, mode: str) -> tuple[np.ndarray, float]:
+    """(c_k, unit): the gradient term compares c_k · d flux/d label_k, and divides its mean
+    square by ``unit``.
+
+    "step": c_k = δ_k (:data:`GRAD_STEP`), the flux change of a typical label step, in
+    units of ``FLUX_UNIT`` — Teff and [Fe/H] dominate, and an element whose lines move the
+    flux by 0.005 % per step hardly counts. "label": c_k = 1 / rms_k, with rms_k the rms of
+    the engine's d flux/d label_k over the training reference points and pixels, so every
+    label's derivative is matched relative to its own size (``REL_UNIT`` of it weighing like
+    1 % of flux); the unit also divides by the number of labels, so λ keeps its meaning.
+    The derivative shape of a weak element (Zn, Eu: 1000× below Teff) is then as much a
+    target as Teff's, which is what gradient fidelity measures."""
+    if mode == "step":
+        return _grad_steps(), FLUX_UNIT ** 2
+    if mode == "label":
+        rms = np.sqrt((np.asarray(jacobian, float) ** 2).mean(axis=(0, 2)))
+        # a label with (almost) no lines is matched in absolute terms, at 0.1 % of the
+        # strongest label's derivative with respect to the scaled input
+        hr = _half_range()
+        floor = 1e-3 * (rms * hr).max() / hr
+        if not np.isfinite(floor).all() or (rms * hr).max() <= 0:
+            raise ValueError("the reference points' differential spectra are all zero")
+        return 1.0 / np.maximum(rms, floor), REL_UNIT ** 2 * len(rms)
+    raise ValueError(f"grad_norm must be 'label' or 'step', not {mode!r}")
+
+
+def _gradient_loss(emu: Emulator, XR, JR, config: TrainConfig, rng, units=None) -> torch.Tensor:
     """Random-probe estimate of the gradient-matching term (see the module docstring).
 
-    ``JR`` (M, 30, W): the engine's derivatives per step δ_k (``_jac_scale``). A probe
-    v ~ N(0, I) in step units moves the network's scaled input by v δ / half-range."""
+    ``JR`` (M, 30, W): the engine's derivatives times c_k (:func:`_gradient_units`,
+    ``units``; default "step"). A probe v ~ N(0, I) moves the network's scaled input by
+    v_k / (c_k · half-range_k), so that the emulator's J v and the target JR v compare alike."""
     from torch.func import jvp
 
+    factor, unit = units if units is not None else (_grad_steps(), FLUX_UNIT ** 2)
     m = min(config.ref_batch, len(XR))
     idx = torch.as_tensor(rng.choice(len(XR), size=m, replace=False), device=XR.device)
     x = emu.scale(XR[idx])
     jr = JR[idx]
-    to_scaled = torch.as_tensor(_grad_steps() / _half_range(), dtype=x.dtype, device=x.device)
+    to_scaled = torch.as_tensor(factor / _half_range(), dtype=x.dtype, device=x.device)
     total = 0.0
     for _ in range(config.n_probes):
         v = torch.randn_like(x)
         _, jv = jvp(lambda s: emu.flux_std * emu.net(s), (x,), (v * to_scaled,))
         target = torch.einsum("mkw,mk->mw", jr, v)
         total = total + ((jv - target) ** 2).mean()
-    return total / config.n_probes / FLUX_UNIT ** 2
+    return total / config.n_probes / unit
 
 
 def _atomic_write(path: Path, text: str):
