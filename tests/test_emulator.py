@@ -157,7 +157,7 @@ def test_torch_input_gives_a_differentiable_output():
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("mode", ["step", "label"])
+@pytest.mark.parametrize("mode", ["step", "label", "point"])
 def test_random_probe_gradient_term_estimates_the_full_jacobian_mismatch(mode):
     """E over probes of the gradient term = the mean squared Jacobian mismatch, each label's
     column weighted by its factor c_k (per step δ, or per the label's own rms)."""
@@ -170,7 +170,8 @@ def test_random_probe_gradient_term_estimates_the_full_jacobian_mismatch(mode):
     # and Zn per dex are)
     raw = rng.normal(0, 1.0, (3, 30, 200)) * np.logspace(-5, -1, 30)[None, :, None]
     factor, unit = _gradient_units(raw, mode)
-    target = torch.as_tensor(raw * factor[None, :, None], dtype=torch.float32)
+    factor = np.broadcast_to(factor, (3, 30))             # "point" gives one row per point
+    target = torch.as_tensor(raw * factor[:, :, None], dtype=torch.float32)
     cfg = TrainConfig(n_probes=400, ref_batch=3)
     torch.manual_seed(0)
     est = float(_gradient_loss(emu, lab, target, cfg, rng, (factor, unit)))
@@ -178,7 +179,7 @@ def test_random_probe_gradient_term_estimates_the_full_jacobian_mismatch(mode):
     # vbroad = 0 and rv = 0, so the broadened Jacobian is the network's
     jac = torch.as_tensor(emu.jacobian(lab.numpy())[:, [L.label_names().index(n) for n in INPUT_LABELS]],
                           dtype=torch.float32)
-    jac = jac * torch.as_tensor(factor, dtype=torch.float32)[None, :, None]
+    jac = jac * torch.as_tensor(factor.copy(), dtype=torch.float32)[:, :, None]
     exact = float(((jac - target) ** 2).sum(1).mean()) / unit
     assert est == pytest.approx(exact, rel=0.15)
 
@@ -207,6 +208,18 @@ def test_label_normalized_gradient_term_weighs_every_label_by_its_own_size():
             assert factor[7] == pytest.approx(hr[7] / (1e-3 * (rms * hr).max()), rel=1e-9)
         else:
             assert cost[0] < 1e-3 * cost[1]
+    # "point": per reference point, so a star where a label's lines are weak still counts;
+    # never more than 10× the label's average weight
+    weak = raw.copy()
+    weak[1, 29] *= 0.2                     # eu_fe 5× weaker at point 1
+    weak[2, 29] *= 1e-3                    # and all but absent at point 2
+    factor, _ = _gradient_units(weak, "point")
+    label_factor, _ = _gradient_units(weak, "label")
+    assert factor.shape == (4, 30)
+    rms_m = np.sqrt((weak[:, 29] ** 2).mean(axis=1))
+    assert factor[1, 29] == pytest.approx(1 / rms_m[1], rel=1e-9)
+    assert factor[1, 29] / factor[0, 29] == pytest.approx(rms_m[0] / rms_m[1], rel=1e-9)
+    assert factor[2, 29] == pytest.approx(10 * label_factor[29], rel=1e-9)
     with pytest.raises(ValueError, match="all zero"):
         _gradient_units(np.zeros((2, 30, 5)), "label")
     with pytest.raises(ValueError, match="grad_norm"):

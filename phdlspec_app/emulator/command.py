@@ -42,8 +42,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--grad-weight", type=float, default=1.0,
                    help="weight λ of the gradient-matching term (0: no physical prior)")
     p.add_argument("--max-train", type=int, help="train on the first N training spectra only")
-    p.add_argument("--grad-norm", choices=["label", "step"], default="label",
-                   help="label: each label's derivative matched relative to its own size (default); "
+    p.add_argument("--grad-norm", choices=["point", "label", "step"], default="point",
+                   help="point: each label's derivative matched relative to its own size at each reference "
+                        "point (default); label: relative to its average size; "
                         "step: as the flux change of a typical label step, so weak elements hardly count")
     p.add_argument("--d-model", type=int, default=64, help="transformer width")
     p.add_argument("--n-decoder", type=int, default=2, help="decoder blocks (wavelength patches → labels)")

@@ -32,7 +32,7 @@ import torch
 
 from .. import labels as L
 from .model import Emulator
-from .train import FLUX_UNIT, TrainConfig, TrainingSet, _atomic_write, _gradient_loss, _gradient_units
+from .train import FLUX_UNIT, TrainConfig, TrainingSet, _atomic_write, _gradient_loss, _gradient_units, _per_point
 
 __all__ = ["ObservedSet", "load_observed", "finetune"]
 
@@ -143,7 +143,8 @@ def finetune(emu: Emulator, observed: ObservedSet, out_path, grid: TrainingSet |
     if use_grad:
         XR = torch.as_tensor(grid.ref_labels, dtype=torch.float32, device=dev)
         grad_units = _gradient_units(grid.jacobian, config.grad_norm)
-        JR = torch.as_tensor(grid.jacobian * grad_units[0][None, :, None], dtype=torch.float32, device=dev)
+        JR = torch.as_tensor(grid.jacobian * _per_point(grad_units[0], len(grid.jacobian))[:, :, None],
+                             dtype=torch.float32, device=dev)
     if grid is not None and flux_weight > 0:
         XG = torch.as_tensor(grid.labels, dtype=torch.float32, device=dev)
         YG = torch.as_tensor(grid.flux, dtype=torch.float32, device=dev)

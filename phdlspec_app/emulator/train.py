@@ -17,12 +17,16 @@ estimate of the full Frobenius gradient-matching loss.
 C = diag(c_k) says how much each label's derivative counts (``grad_norm``,
 :func:`_gradient_units`):
 
-- "label" (default): c_k = 1 / rms_k, the rms of the engine's d flux/d label_k over the
-  reference points, and U = ``REL_UNIT``² × 30: every label's derivative is matched
-  relative to its own size, a 10 % error weighing like 1 % of flux. The elements'
+- "point" (default): c_mk = 1 / rms_mk, the rms over pixels of the engine's
+  d flux/d label_k at reference point m (never more than 10× the label's average weight),
+  and U = ``REL_UNIT``² × 30: every label's derivative is matched relative to its own
+  size at every reference point, a 10 % error weighing like 1 % of flux. The elements'
   derivatives span a factor of ~250 in size (Teff per 50 K: 0.6 % rms; Zn per 0.05 dex:
-  0.002 %), so without this the weak elements' derivative shapes — which the fitter
-  needs, and which gradient fidelity measures — are not trained at all.
+  0.002 %), and one element's spans a factor of ~10 between stars (O: CO and OH in cool
+  stars, the 7774 Å triplet alone in hot dwarfs), so without this the weak elements' —
+  and the weak stars' — derivative shapes, which the fitter needs and gradient fidelity
+  measures, are hardly trained.
+- "label": c_k = 1 / rms_k over all reference points (the same, averaged over stars).
 - "step": c_k = the label step δ (``GRAD_STEP``: 50 K, 0.1 dex in log g, 0.1 km/s,
   0.05 dex in abundances), U = ``FLUX_UNIT``²: the flux change of a typical step, in
   the flux term's units (the models before 2026-12-05).
@@ -75,7 +79,8 @@ class TrainConfig:
     checkpoint_every: int = 10
     network: dict = field(default_factory=lambda: {"head": "patch"})
     max_train: int | None = None   # use only the first N training spectra (ablation)
-    grad_norm: str = "label"       # "label": each label's derivative matched relative to its own size; "step": per GRAD_STEP
+    grad_norm: str = "point"       # "point"/"label": each label's derivative matched relative to its own size at
+    #                                each reference point / on average; "step": per GRAD_STEP (_gradient_units)
 
 
 @dataclass
@@ -194,7 +199,8 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
     if use_grad:
         grad_units = _gradient_units(data.jacobian, config.grad_norm)
         XR = torch.as_tensor(data.ref_labels.astype(np.float32), device=dev)
-        JR = torch.as_tensor((data.jacobian * grad_units[0][None, :, None]).astype(np.float32), device=dev)
+        JR = torch.as_tensor((data.jacobian * _per_point(grad_units[0], len(data.jacobian))[:, :, None])
+                             .astype(np.float32), device=dev)
 
     opt = torch.optim.AdamW(emu.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(n_train / config.batch)
@@ -264,7 +270,8 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
                              "device": str(dev), "torch": torch.__version__,
                              "threads": torch.get_num_threads(),
                              "gradient_units": None if grad_units is None else
-                             {"per_label_factor": dict(zip(INPUT_LABELS, map(float, grad_units[0]))),
+                             {"per_label_factor": dict(zip(INPUT_LABELS, map(float, np.median(
+                                 _per_point(grad_units[0], len(data.jacobian)), axis=0)))),
                               "loss_unit": grad_units[1]},
                              "seconds": sum(h["seconds"] for h in history[-1:])}}
     if heldout is not None and len(heldout.labels) >= 10:
@@ -312,7 +319,7 @@ def _gradient_units(jacobian: np.ndarray, mode: str) -> tuple[np.ndarray, float]
     target as Teff's, which is what gradient fidelity measures."""
     if mode == "step":
         return _grad_steps(), FLUX_UNIT ** 2
-    if mode == "label":
+    if mode in ("label", "point"):
         rms = np.sqrt((np.asarray(jacobian, float) ** 2).mean(axis=(0, 2)))
         # a label with (almost) no lines is matched in absolute terms, at 0.1 % of the
         # strongest label's derivative with respect to the scaled input
@@ -320,8 +327,20 @@ def _gradient_units(jacobian: np.ndarray, mode: str) -> tuple[np.ndarray, float]
         floor = 1e-3 * (rms * hr).max() / hr
         if not np.isfinite(floor).all() or (rms * hr).max() <= 0:
             raise ValueError("the reference points' differential spectra are all zero")
-        return 1.0 / np.maximum(rms, floor), REL_UNIT ** 2 * len(rms)
-    raise ValueError(f"grad_norm must be 'label' or 'step', not {mode!r}")
+        rms = np.maximum(rms, floor)
+        if mode == "label":
+            return 1.0 / rms, REL_UNIT ** 2 * len(rms)
+        # per reference point: a star where an element's lines are weak (O in a 6500 K
+        # dwarf) has its derivative shape matched too, instead of being swamped by the
+        # stars where they are strong; no point weighs more than 10× the label's average
+        rms_m = np.sqrt((np.asarray(jacobian, float) ** 2).mean(axis=2))
+        return 1.0 / np.maximum(rms_m, 0.1 * rms), REL_UNIT ** 2 * len(rms)
+    raise ValueError(f"grad_norm must be 'label', 'point' or 'step', not {mode!r}")
+
+
+def _per_point(factor: np.ndarray, m: int) -> np.ndarray:
+    """The (30,) or (M, 30) factors of :func:`_gradient_units` as (M, 30)."""
+    return np.broadcast_to(np.asarray(factor, float), (m, len(INPUT_LABELS)))
 
 
 def _gradient_loss(emu: Emulator, XR, JR, config: TrainConfig, rng, units=None) -> torch.Tensor:
@@ -334,10 +353,11 @@ def _gradient_loss(emu: Emulator, XR, JR, config: TrainConfig, rng, units=None) 
 
     factor, unit = units if units is not None else (_grad_steps(), FLUX_UNIT ** 2)
     m = min(config.ref_batch, len(XR))
-    idx = torch.as_tensor(rng.choice(len(XR), size=m, replace=False), device=XR.device)
+    pick = rng.choice(len(XR), size=m, replace=False)
+    idx = torch.as_tensor(pick, device=XR.device)
     x = emu.scale(XR[idx])
     jr = JR[idx]
-    to_scaled = torch.as_tensor(factor / _half_range(), dtype=x.dtype, device=x.device)
+    to_scaled = torch.as_tensor(_per_point(factor, len(XR))[pick] / _half_range(), dtype=x.dtype, device=x.device)
     total = 0.0
     for _ in range(config.n_probes):
         v = torch.randn_like(x)
