@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2604)
     p.add_argument("--shard-size", type=int, default=50)
     p.add_argument("--workers", type=int, default=1, help="processes (one torch thread each)")
-    p.add_argument("--resume", action="store_true", help="keep shards already written (checked by sha256)")
+    p.add_argument("--resume", action="store_true", help="keep shards already written (checked by sha256); a larger -n or --reference-points extends the grid")
     p.add_argument("--float32", action="store_true",
                    help="store float32 shards (default: float16, small enough to commit; see pack_grid)")
     p.add_argument("--wl-min", type=float, help="restrict to a window (tests, previews)")

@@ -60,9 +60,37 @@ def test_make_grid_writes_shards_manifest_and_resumes(tmp_path, shared_dir):
     mtime = (tmp_path / "shard_00000.npz").stat().st_mtime_ns
     make_grid(tmp_path, spec, resume=True, progress=False)
     assert (tmp_path / "shard_00000.npz").stat().st_mtime_ns == mtime
-    with pytest.raises(ValueError, match="different grid"):
-        make_grid(tmp_path, GridSpec(n=3, n_reference=1, shard_size=2, wl_range=(5160.0, 5200.0)),
+    with pytest.raises(ValueError, match="different grid.*seed"):
+        make_grid(tmp_path, GridSpec(n=2, n_reference=1, shard_size=2, seed=1, wl_range=(5160.0, 5200.0)),
                   resume=True, progress=False)
+    # extended to 4 spectra: the first shard is kept, the second made, and the grid reads as
+    # one sequence whose first two points are the ones already there
+    bigger = GridSpec(n=4, n_reference=1, shard_size=2, wl_range=(5160.0, 5200.0))
+    make_grid(tmp_path, bigger, resume=True, progress=False)
+    assert (tmp_path / "shard_00000.npz").stat().st_mtime_ns == mtime
+    g4 = read_grid(tmp_path)
+    assert g4["labels"].shape == (4, 32)
+    np.testing.assert_allclose(g4["labels"], sample_labels(bigger), atol=1e-9)
+    np.testing.assert_array_equal(g4["flux"][:2], g["flux"])
+    assert json.loads(manifest_path.read_text())["spec"]["n"] == 4
+
+
+def test_a_grid_extends_only_by_more_points_on_a_shard_boundary():
+    from dataclasses import asdict
+
+    from phdlspec_app.physics.grid import _extension_problem, _jsonable
+
+    def spec(**kw):
+        return _jsonable(asdict(GridSpec(n=40, n_reference=8, shard_size=20, **kw)))
+
+    base = spec()
+    assert _extension_problem(base, spec()) is None
+    assert _extension_problem(base, {**base, "n": 60, "n_reference": 12}) is None
+    assert "differs in resolution" in _extension_problem(base, spec(resolution=2000.0))
+    assert "smaller" in _extension_problem(base, {**base, "n": 20})
+    odd = {**base, "n": 50}
+    assert "shard boundary" in _extension_problem(odd, {**base, "n": 60})
+    assert "shard boundary" in _extension_problem({**base, "n_reference": 9}, {**base, "n_reference": 12})
 
 
 def test_training_and_reference_shards_are_interleaved(tmp_path):

@@ -160,7 +160,9 @@ def make_grid(out_dir, spec: GridSpec = GridSpec(), resume: bool = False, worker
         wl = wl[(wl >= spec.wl_range[0]) & (wl <= spec.wl_range[1])]
     old = json.loads(manifest_path.read_text()) if (resume and manifest_path.exists()) else {}
     if old and old.get("spec") != _jsonable(asdict(spec)):
-        raise ValueError(f"{manifest_path}: --resume with a different grid specification")
+        why = _extension_problem(old["spec"], _jsonable(asdict(spec)))
+        if why:
+            raise ValueError(f"{manifest_path}: --resume with a different grid specification ({why})")
     jobs = _plan_jobs(spec, labels, ref_labels, out, old.get("files") or {})
     manifest = {
         "format": "phdlspec-grid", "version": 1, "engine_version": __version__,
@@ -201,6 +203,22 @@ def make_grid(out_dir, spec: GridSpec = GridSpec(), resume: bool = False, worker
         bar.close()
     _write_manifest(manifest_path, manifest)
     return manifest_path
+
+
+def _extension_problem(old: dict, new: dict) -> str | None:
+    """None when ``new`` only extends ``old``: more training and/or reference points, all
+    else equal. The Sobol sequences are deterministic, so the first points of a longer grid
+    are the points already made; the old counts must end on a shard boundary, or the old
+    last shard would be a short copy of a new, longer one. Otherwise, what differs."""
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if set(diff) - {"n", "n_reference"}:
+        return "differs in " + ", ".join(diff)
+    for key, size in (("n", new["shard_size"]), ("n_reference", max(1, new["shard_size"] // 5))):
+        if new[key] < old[key]:
+            return f"{key} {new[key]} is smaller than the grid's {old[key]}"
+        if new[key] > old[key] and old[key] % size:
+            return f"{key} {old[key]} does not end on a shard boundary ({size}), so it cannot be extended"
+    return None
 
 
 def _plan_jobs(spec: GridSpec, labels, ref_labels, out: Path, done: dict) -> list:
