@@ -153,11 +153,6 @@ def _half_range() -> np.ndarray:
     return np.array([(L.get_label(n).hi - L.get_label(n).lo) / 2.0 for n in INPUT_LABELS])
 
 
-def _jac_scale() -> np.ndarray:
-    """Engine Jacobian (per label unit) → per step δ: the target's scale in the loss."""
-    return _grad_steps()
-
-
 def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), workdir=None, resume: bool = False,
           progress: bool = True, log=None, heldout: TrainingSet | None = None) -> Emulator:
     """Train an emulator on ``data`` and save it to ``out_path`` (safetensors).
@@ -306,8 +301,8 @@ REL_UNIT = 0.1
 
 
 def _gradient_units(jacobian: np.ndarray, mode: str) -> tuple[np.ndarray, float]:
-    """(c_k, unit): the gradient term compares c_k · d flux/d label_k, and divides its mean
-    square by ``unit``.
+    """(c, unit): the gradient term compares c_k · d flux/d label_k, and divides its mean
+    square by ``unit``. ``c`` is (30,), or (M, 30) — one row per reference point — for "point".
 
     "step": c_k = δ_k (:data:`GRAD_STEP`), the flux change of a typical label step, in
     units of ``FLUX_UNIT`` — Teff and [Fe/H] dominate, and an element whose lines move the
@@ -315,7 +310,8 @@ def _gradient_units(jacobian: np.ndarray, mode: str) -> tuple[np.ndarray, float]
     the engine's d flux/d label_k over the training reference points and pixels, so every
     label's derivative is matched relative to its own size (``REL_UNIT`` of it weighing like
     1 % of flux); the unit also divides by the number of labels, so λ keeps its meaning.
-    The derivative shape of a weak element (Zn, Eu: 1000× below Teff) is then as much a
+    "point": the same per reference point m, c_mk = 1 / max(rms_mk, rms_k / 10).
+    The derivative shape of a weak element (Zn, Eu: ~250× below Teff per step) is then as much a
     target as Teff's, which is what gradient fidelity measures."""
     if mode == "step":
         return _grad_steps(), FLUX_UNIT ** 2
