@@ -22,6 +22,7 @@ differentiable in the flux, vbroad and rv.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -59,6 +60,7 @@ def broaden_and_shift(flux: torch.Tensor, vbroad: torch.Tensor, rv: torch.Tensor
     return out[:, pad:pad + W]
 
 
+@lru_cache(maxsize=None)   # called on every slider move with the same n
 def _smooth_length(n: int) -> int:
     """The smallest m ≥ n whose only prime factors are 2, 3 and 5 (a fast FFT length)."""
     m = n

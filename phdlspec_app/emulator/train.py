@@ -339,15 +339,15 @@ def _per_point(factor: np.ndarray, m: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(factor, float), (m, len(INPUT_LABELS)))
 
 
-def _gradient_loss(emu: Emulator, XR, JR, config: TrainConfig, rng, units=None) -> torch.Tensor:
+def _gradient_loss(emu: Emulator, XR, JR, config: TrainConfig, rng, units) -> torch.Tensor:
     """Random-probe estimate of the gradient-matching term (see the module docstring).
 
-    ``JR`` (M, 30, W): the engine's derivatives times c_k (:func:`_gradient_units`,
-    ``units``; default "step"). A probe v ~ N(0, I) moves the network's scaled input by
+    ``JR`` (M, 30, W): the engine's derivatives times c_k; ``units`` = (c, unit) from
+    :func:`_gradient_units`. A probe v ~ N(0, I) moves the network's scaled input by
     v_k / (c_k · half-range_k), so that the emulator's J v and the target JR v compare alike."""
     from torch.func import jvp
 
-    factor, unit = units if units is not None else (_grad_steps(), FLUX_UNIT ** 2)
+    factor, unit = units
     m = min(config.ref_batch, len(XR))
     pick = rng.choice(len(XR), size=m, replace=False)
     idx = torch.as_tensor(pick, device=XR.device)

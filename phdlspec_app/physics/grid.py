@@ -205,6 +205,11 @@ def make_grid(out_dir, spec: GridSpec = GridSpec(), resume: bool = False, worker
     return manifest_path
 
 
+def _reference_shard_size(shard_size: int) -> int:
+    """Reference points per file: a fifth of a training shard (each costs ~4 spectra)."""
+    return max(1, shard_size // 5)
+
+
 def _extension_problem(old: dict, new: dict) -> str | None:
     """None when ``new`` only extends ``old``: more training and/or reference points, all
     else equal. The Sobol sequences are deterministic, so the first points of a longer grid
@@ -213,7 +218,7 @@ def _extension_problem(old: dict, new: dict) -> str | None:
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if set(diff) - {"n", "n_reference"}:
         return "differs in " + ", ".join(diff)
-    for key, size in (("n", new["shard_size"]), ("n_reference", max(1, new["shard_size"] // 5))):
+    for key, size in (("n", new["shard_size"]), ("n_reference", _reference_shard_size(new["shard_size"]))):
         if new[key] < old[key]:
             return f"{key} {new[key]} is smaller than the grid's {old[key]}"
         if new[key] > old[key] and old[key] % size:
@@ -229,7 +234,7 @@ def _plan_jobs(spec: GridSpec, labels, ref_labels, out: Path, done: dict) -> lis
     balanced, usable training set. Shards whose file matches ``done``'s sha256 are skipped."""
     keyed = []
     for kind, lab in (("shard", labels), ("reference", ref_labels)):
-        size = spec.shard_size if kind == "shard" else max(1, spec.shard_size // 5)
+        size = spec.shard_size if kind == "shard" else _reference_shard_size(spec.shard_size)
         starts = range(0, len(lab), size)
         for k, start in enumerate(starts):
             name = f"{kind}_{k:05d}.npz"
