@@ -8,17 +8,23 @@ normalized flux). They are fitted with ``fit_spectrum`` (CMA-ES + polish, or
 ``--method both``).
 
     .venv/bin/python benchmarks/bench_injection.py --grid assets/grid [--model PATH] [--n 200] [--snr 20 50 100]
-        [--cmaes-evals 3000] [--scope all|atmosphere] [--rows rows.csv] [--model-error loo-corr|loo|none]
+        [--cmaes-evals 3000] [--scope all|atmosphere] [--rows rows.csv] [--model-error loo-local|loo-corr|loo|none] [--crb]
 
-``--model-error loo-corr`` (default): the likelihood adds the emulator's error, correlated
-part and uncorrelated remainder (``emulator.model_error.error_basis``), each star's measured
-on the OTHER held-out spectra (leave one out), so that a star's own residual never sets its
-weights; ``loo``: the per-pixel error spectrum only, treated as independent between pixels;
-``none``: the emulator is trusted exactly (as before 2026-12-03).
+``--model-error loo-local`` (default): the likelihood adds the emulator's error, correlated
+part and uncorrelated remainder, made at each star from the held-out residuals nearest it
+in Teff, log g, [Fe/H] (``emulator.model_error.LocalModelError``), with the label shifts
+those neighbours' errors cause added to the errors as a floor; each star's model error is
+measured on the OTHER held-out spectra (leave one out), so that a star's own residual
+never sets its weights or its floor; ``loo-corr``: the same split from all the other held-out spectra alike (before
+2026-12-06); ``loo``: the per-pixel error spectrum only, treated as independent between
+pixels; ``none``: the emulator is trusted exactly (as before 2026-12-03).
 
 Reports, per S/N and label: bias (median of fit − truth), scatter (robust: 1.4826 × MAD
 and plain std), and the calibration of the errors: std of (fit − truth)/error; the count
-of elements with scatter ≤ 0.05 and ≤ 0.10 dex; the median fit time. Prints JSON.
+of elements with scatter ≤ 0.05 and ≤ 0.10 dex; the median fit time; with ``--crb`` the
+median Cramér–Rao bound per label (noise only, exact emulator, all labels free) and the
+count of elements whose bound is ≤ 0.05 / 0.10 dex, i.e. what any fitter could reach on
+these spectra. Prints JSON.
 """
 from __future__ import annotations
 
@@ -43,7 +49,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--cmaes-evals", type=int, default=3000, help="CMA-ES budget per fit (fit_spectrum's default 3000)")
     ap.add_argument("--scope", default="all", choices=["all", "atmosphere"], help="fit_spectrum's cmaes_scope")
-    ap.add_argument("--model-error", choices=["loo-corr", "loo", "none"], default="loo-corr")
+    ap.add_argument("--model-error", choices=["loo-local", "loo-corr", "loo", "none"], default="loo-local")
+    ap.add_argument("--crb", action="store_true",
+                    help="also the Cramer-Rao bound at the truth with the noise alone (all labels free, the fit's "
+                         "masks and pseudo-continuum): how close the fits come to what the spectrum holds")
     ap.add_argument("--rows", help="write every fit (truth, fit, error, flags, time) to this CSV as it goes")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -70,15 +79,22 @@ def main(argv=None) -> int:
         from phdlspec_app.emulator.model_error import leave_one_out, residuals
 
         sigma = leave_one_out(residuals(emu, held.labels, held.flux))
-    elif args.model_error == "loo-corr":
-        from phdlspec_app.emulator.model_error import error_basis, residuals
+    elif args.model_error in ("loo-corr", "loo-local"):
+        from phdlspec_app.emulator.model_error import (LocalModelError, error_basis, label_shifts,
+                                                       projection_remainder, residuals)
 
         res = residuals(emu, held.labels, held.flux)
+        shifts = label_shifts(emu, held.labels, held.flux) if args.model_error == "loo-local" else None
 
-        class _LeaveOneOut:  # (rest, basis) from every held-out residual but star i's, made when asked
+        class _LeaveOneOut:  # the model error from every held-out residual but star i's, made when asked
             def __getitem__(self, i):
-                basis, rest = error_basis(np.delete(res, i, axis=0))
-                return rest, basis
+                r = np.delete(res, i, axis=0)
+                q = projection_remainder(r)
+                basis, rest = error_basis(r, remainder=q)
+                if args.model_error == "loo-corr":
+                    return rest, basis
+                return rest, basis, LocalModelError(r, np.delete(held.labels, i, axis=0), remainders=q,
+                                                    shifts=np.delete(shifts, i, axis=0))
 
         sigma = _LeaveOneOut()
     out = {"grid": args.grid, "model_error": args.model_error, "model": str(args.model or "default"), "n": n, "method": args.method, "by_snr": {}}
@@ -112,8 +128,32 @@ def main(argv=None) -> int:
             "labels": per, "median_fit_s": statistics.median(times),
             "elements_le_0.05": sum(per[k]["scatter_mad"] <= 0.05 for k in xfe),
             "elements_le_0.10": sum(per[k]["scatter_mad"] <= 0.10 for k in xfe)}
+        if args.crb:
+            crb = np.array([_noise_crb(emu, held.wavelength, clean[i], snr, truth[i]) for i in range(n)])
+            med = np.nanmedian(crb, axis=0)
+            for j, k in enumerate(names):
+                per[k]["crb_median"] = float(med[j])
+                per[k]["scatter_over_crb"] = per[k]["scatter_mad"] / float(med[j]) if med[j] > 0 else None
+            out["by_snr"][f"{snr:g}"].update({
+                "crb_elements_le_0.05": int(sum(med[names.index(k)] <= 0.05 for k in xfe)),
+                "crb_elements_le_0.10": int(sum(med[names.index(k)] <= 0.10 for k in xfe))})
     print(json.dumps(out, indent=1))
     return 0
+
+
+def _noise_crb(emu, wavelength, clean, snr, truth):
+    """(32,) marginal Cramer-Rao bound of every label (all free) at ``truth`` for noise
+    1/snr per pixel, through the fit's own preprocessing (masks, pseudo-continuum), with
+    an exact emulator: what the spectrum holds, whatever the fitter does."""
+    from phdlspec_app.fitting.diagnostics import covariance
+    from phdlspec_app.fitting.likelihood import Likelihood
+    from phdlspec_app.io import Spectrum
+    from phdlspec_app.preprocess import prepare
+
+    spec = Spectrum(wavelength, clean, np.full(clean.size, snr**2), np.zeros(clean.size, bool), meta={"source": "crb"})
+    prep = prepare(spec, emu.wavelength, float(getattr(emu, "resolution", 1800.0)))
+    lik = Likelihood(emu, prep, np.arange(truth.size), truth)
+    return np.sqrt(np.diag(covariance(lik.fisher(truth)[2])))
 
 
 def _append_row(path, names, snr, i, truth, fit, err, result, seconds):

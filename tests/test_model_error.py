@@ -55,6 +55,16 @@ def test_the_default_model_carries_a_correlated_model_error():
     np.testing.assert_allclose((emu.model_error_basis**2).sum(0) + emu.model_error_rest**2, emu.model_error**2,
                                rtol=2e-3, atol=1e-8)
     assert emu.card["model_error"]["correlated"]["rank"] == emu.model_error_basis.shape[0]
+    # and the local error with its label shifts: cool giants' larger than warm dwarfs'
+    loc = emu.model_error_local
+    assert loc is not None and loc.shifts is not None and loc.residuals.shape[1] == emu.wavelength.size
+    from phdlspec_app import labels as L
+
+    cool = L.to_vector({"teff": 4200.0, "logg": 2.0, "fe_h": 0.0})
+    warm = L.to_vector({"teff": 6200.0, "logg": 4.2, "fe_h": 0.0})
+    size = [np.sqrt(((b**2).sum(0) + s**2).mean()) for s, b in (loc(cool), loc(warm))]
+    assert size[0] > 1.5 * size[1]
+    assert loc.label_covariance(cool)[0, 0] > loc.label_covariance(warm)[0, 0]
 
 
 def test_prepared_adds_the_model_variance_once():
@@ -181,3 +191,212 @@ def test_a_model_error_along_the_teff_derivative_adds_in_quadrature_to_the_teff_
     # the same amount of error spread independently over the pixels barely moves the Teff error
     diag = fit_spectrum(s, emu, fix=QUICK_FIX, seed=2, cmaes_evals=600, model_error=np.abs(basis[0]) + 1e-6)
     assert diag.err_lo["teff"] < 0.7 * corr.err_lo["teff"]
+
+
+def test_local_model_error_takes_the_form_and_size_of_the_nearest_residuals():
+    """Cool held-out stars err along one shape, hot ones along another, ten times smaller:
+    the error made at a cool star is the cool shape at the cool size, at a hot star the hot
+    one; its diagonal is the weighted mean square residual."""
+    from phdlspec_app import labels as L
+    from phdlspec_app.emulator.model_error import LocalModelError
+    from phdlspec_app.physics.grid import GridSpec, sample_labels
+
+    lab = sample_labels(GridSpec(n=120))
+    teff = lab[:, L.label_names().index("teff")]
+    w = 300
+    x = np.arange(w)
+    cool_shape, hot_shape = np.sin(x / 9.0), np.exp(-((x - 150) / 20.0) ** 2)
+    rng = np.random.default_rng(6)
+    cool = teff < 5000
+    r = np.where(cool[:, None], 0.01 * rng.normal(0, 1, (120, 1)) * cool_shape,
+                 0.001 * rng.normal(0, 1, (120, 1)) * hot_shape) + rng.normal(0, 1e-5, (120, w))
+    loc = LocalModelError(r, lab)
+    star_cool, star_hot = lab[np.argmin(teff)], lab[np.argmax(teff)]
+    rest_c, basis_c = loc(star_cool)
+    rest_h, basis_h = loc(star_hot)
+    var_c = (basis_c**2).sum(0) + rest_c**2
+    var_h = (basis_h**2).sum(0) + rest_h**2
+    assert np.sqrt(var_c.mean()) > 5 * np.sqrt(var_h.mean())
+    # the cool star's covariance lies along the cool shape
+    top_c = np.linalg.svd(basis_c, full_matrices=False)[2][0]
+    top_h = np.linalg.svd(basis_h, full_matrices=False)[2][0]
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    assert abs(top_c @ unit(cool_shape)) > 0.95 and abs(top_h @ unit(hot_shape)) > 0.95
+    wts = loc.weights(star_cool)
+    keep = wts >= 1e-3
+    np.testing.assert_allclose(var_c, np.maximum((wts[keep] / wts[keep].sum()) @ r[keep] ** 2, 1e-8), rtol=1e-8)
+    assert 3 < loc.n_effective(star_cool) < 120
+    with pytest.raises(ValueError, match="at least 20"):
+        LocalModelError(r[:10], lab[:10])
+    with pytest.raises(ValueError, match="do not match"):
+        LocalModelError(r, lab[:50])
+
+
+def test_local_model_error_round_trips_through_the_model_file(tmp_path):
+    from phdlspec_app.emulator.model_error import LocalModelError
+    from phdlspec_app.physics.grid import GridSpec, sample_labels
+
+    emu = _tiny_emulator()
+    assert load_emulator(emu.save(tmp_path / "a.safetensors"), device="cpu").model_error_local is None
+    lab = sample_labels(GridSpec(n=24))
+    r = np.random.default_rng(7).normal(0, 0.003, (24, emu.wavelength.size)).astype(np.float32).astype(float)
+    emu.model_error_local = LocalModelError(r, lab)
+    emu.model_error_local.remainders = emu.model_error_local.remainders.astype(np.float32).astype(float)
+    emu2 = load_emulator(emu.save(tmp_path / "b.safetensors"), device="cpu")
+    np.testing.assert_array_equal(emu2.model_error_local.residuals, r)
+    np.testing.assert_array_equal(emu2.model_error_local.labels, lab)
+    for got, want in zip(emu2.model_error_local(lab[3]), emu.model_error_local(lab[3])):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    with pytest.raises(ValueError, match="do not fit the wavelength grid"):
+        type(emu)(emu.net, emu.flux_mean, emu.flux_std, emu.wavelength, emu.domain, device="cpu",
+                  model_error_local=LocalModelError(r[:, :50], lab))
+
+
+def test_a_local_model_error_is_the_dense_covariance_of_the_star_it_was_taken_at():
+    """With a local error (sigma, basis)(labels), chi^2 uses diag(1/ivar_obs + sigma^2) +
+    V V^T with both taken at the labels the likelihood was linearized about."""
+    from phdlspec_app.fitting.likelihood import Likelihood
+
+    emu, prep, lik, truth, g, C = _dense_check_setup()
+    rest = np.full(prep.y.size, 0.003)
+    basis = prep.model_basis
+
+    def local(lab):
+        s = 3.0 if lab[0] < 5000.0 else 1.5
+        return s * rest, s * basis
+
+    sized = Likelihood(emu, _without_model_error(prep).with_model_error(rest, basis, local), np.arange(32), truth)
+    sized.linearize_model_error(truth)
+    s = 3.0 if truth[0] < 5000.0 else 1.5
+    V2 = C - np.diag(1.0 / prep.ivar_y[g])                      # V V^T of the unscaled basis
+    Cs = np.diag(1.0 / prep.ivar_y_obs[g] + (s * rest[g]) ** 2) + s**2 * V2
+    other = truth.copy()
+    other[0] += 60.0
+    m = sized.model(other[None]).numpy()[0]
+    r = prep.y[g] - m[g]
+    assert sized.chi2_labels(other[None])[0] == pytest.approx(r @ np.linalg.solve(Cs, r), rel=1e-5)
+    assert sized.model_error_varies and sized.prep.info["model_error"]["local_rank"] == basis.shape[0]
+    # re-linearized about a star on the other side of 5000 K, the error is that star's
+    moved = truth.copy()
+    moved[0] = 4500.0 if truth[0] >= 5000.0 else 6000.0
+    sized.linearize_model_error(moved)
+    s2 = 3.0 if moved[0] < 5000.0 else 1.5
+    np.testing.assert_allclose(sized.prep.model_sigma, s2 * rest)
+    with pytest.raises(ValueError, match="local=...\\) first"):
+        _without_model_error(prep).with_model_error(rest).at_star(truth)
+    with pytest.raises(ValueError, match="pixels"):
+        _without_model_error(prep).with_model_error(rest, None, lambda lab: (rest[:5], basis)).at_star(truth)
+
+
+def _without_model_error(prep):
+    from dataclasses import replace
+
+    return replace(prep, ivar_y=prep.ivar_y_obs, ivar_y_obs=None, model_basis=None, model_sigma=None,
+                   model_local=None)
+
+
+def test_a_local_model_error_twice_as_large_doubles_its_share_of_the_teff_error():
+    """A Teff-derivative basis worth 10 K, made 20 K at the star by the local error, is the
+    same as one worth 20 K: the Teff error becomes sqrt(sigma_CR^2 + 20^2)."""
+    from phdlspec_app import labels as L
+
+    emu = LineDouble()
+    s = noisy_spectrum(emu, TRUTH, 50, seed=21)
+    rest_frame = L.to_vector({**TRUTH, "rv": 0.0, "vbroad": 0.0})
+    basis = 10.0 * np.asarray(emu.jacobian(rest_frame[None]))[0, 0][None]
+    tiny = np.full(emu.wavelength.size, 1e-6)
+    plain = fit_spectrum(s, emu, fix=QUICK_FIX, seed=2, cmaes_evals=600, model_error=False)
+    local = fit_spectrum(s, emu, fix=QUICK_FIX, seed=2, cmaes_evals=600,
+                         model_error=(tiny, basis, lambda lab: (2 * tiny, 2 * basis)))
+    direct = fit_spectrum(s, emu, fix=QUICK_FIX, seed=2, cmaes_evals=600, model_error=(2 * tiny, 2 * basis))
+    assert local.err_lo["teff"] == pytest.approx(direct.err_lo["teff"], rel=1e-3)
+    assert local.err_lo["teff"] == pytest.approx(np.hypot(plain.err_lo["teff"], 20.0), rel=0.1)
+    assert local.info["model_error"]["local_rank"] == 1
+
+
+def test_attach_model_error_makes_a_local_error_when_there_are_enough_heldout_spectra():
+    from types import SimpleNamespace
+
+    from phdlspec_app import labels as L
+    from phdlspec_app.emulator.train import attach_model_error
+    from phdlspec_app.physics.grid import GridSpec, sample_labels
+
+    emu = _tiny_emulator()
+    lab = sample_labels(GridSpec(n=40))
+    teff = lab[:, L.label_names().index("teff")]
+    noise = np.random.default_rng(4).normal(0, 1, (40, emu.wavelength.size)) * (0.002 * (5500 / teff) ** 3)[:, None]
+    held = SimpleNamespace(labels=lab, flux=emu(lab) - noise, source={"grid": "test"})
+    attach_model_error(emu, held)
+    card = emu.card["model_error"]["local"]
+    assert card["bandwidth"] == {"teff": 500.0, "logg": 1.0, "fe_h": 0.75} and card["median_effective_neighbours"] > 1
+    np.testing.assert_allclose(emu.model_error, np.sqrt((noise**2).mean(0)), rtol=1e-4)
+    cool, hot = lab[np.argmin(teff)], lab[np.argmax(teff)]
+    size = [np.sqrt(((b**2).sum(0) + s**2).mean()) for s, b in (emu.model_error_local(cool), emu.model_error_local(hot))]
+    assert size[0] > 2 * size[1]                                 # larger for the cooler star
+    assert emu.model_error_local.shifts.shape == lab.shape and "teff" in card["label_shift_rms"]
+    few = SimpleNamespace(labels=lab[:12], flux=held.flux[:12], source={})
+    attach_model_error(emu, few)                                 # too few to make it star by star
+    assert emu.model_error_local is None and emu.card["model_error"]["local"] is None
+
+
+def test_label_shifts_recover_the_labels_an_emulator_error_stands_for():
+    """An 'engine' spectrum that is the model at Teff + 25 K and [Mg/Fe] + 0.04: the shift
+    the emulator's error causes is (+25 K, +0.04) to first order, the rest ≈ 0."""
+    from phdlspec_app import labels as L
+    from phdlspec_app.emulator.model_error import label_shifts
+
+    emu = LineDouble()
+    names = L.label_names()
+    lab = np.stack([L.to_vector({**TRUTH, "rv": 0.0, "vbroad": 0.0}), L.to_vector({**TRUTH, "teff": 4700.0,
+                                                                                   "rv": 0.0, "vbroad": 0.0})])
+    moved = lab.copy()
+    moved[:, names.index("teff")] += 25.0
+    moved[:, names.index("mg_fe")] += 0.04
+    b = label_shifts(emu, lab, emu(moved))
+    np.testing.assert_allclose(b[:, names.index("teff")], 25.0, rtol=0.1)
+    np.testing.assert_allclose(b[:, names.index("mg_fe")], 0.04, rtol=0.15)
+    assert np.all(np.abs(b[:, names.index("logg")]) < 0.01) and np.all(b[:, names.index("vbroad")] == 0.0)
+    np.testing.assert_allclose(label_shifts(emu, lab, emu(lab)), 0.0, atol=1e-6)
+
+
+def test_label_covariance_is_the_local_second_moment_of_the_shifts():
+    from phdlspec_app import labels as L
+    from phdlspec_app.emulator.model_error import LocalModelError
+    from phdlspec_app.physics.grid import GridSpec, sample_labels
+
+    lab = sample_labels(GridSpec(n=30))
+    teff = lab[:, L.label_names().index("teff")]
+    shifts = np.zeros_like(lab)
+    shifts[:, 0] = np.where(teff < 5000, 40.0, 10.0) * np.sign(np.sin(np.arange(30)))
+    loc = LocalModelError(np.random.default_rng(1).normal(0, 1e-3, (30, 50)), lab, shifts=shifts)
+    cool, hot = loc.label_covariance(lab[np.argmin(teff)]), loc.label_covariance(lab[np.argmax(teff)])
+    assert cool.shape == (32, 32) and np.sqrt(cool[0, 0]) > 30.0 and np.sqrt(hot[0, 0]) < 20.0
+    w = loc.weights(lab[0])
+    keep = w >= 1e-3
+    assert loc.label_covariance(lab[0])[0, 0] == pytest.approx((w[keep] @ shifts[keep, 0] ** 2) / w[keep].sum())
+    assert LocalModelError(loc.residuals, lab).label_covariance(lab[0]) is None
+    with pytest.raises(ValueError, match="label shifts"):
+        LocalModelError(loc.residuals, lab, shifts=shifts[:, :5])
+
+
+def test_the_emulator_floor_adds_to_the_noise_error():
+    """A local model error whose label shifts are 30 K in Teff: the Teff error is the noise's
+    bound (the fit without model error) and 30 K in quadrature, and the fit says so."""
+    emu = LineDouble()
+    s = noisy_spectrum(emu, TRUTH, 50, seed=21)
+    tiny = np.full(emu.wavelength.size, 1e-6)
+
+    class Floor:
+        def __call__(self, lab):
+            return tiny, np.zeros((1, tiny.size))
+
+        def label_covariance(self, lab):
+            c = np.zeros((32, 32))
+            c[0, 0] = 30.0**2
+            return c
+
+    plain = fit_spectrum(s, emu, fix=QUICK_FIX, seed=2, cmaes_evals=600, model_error=False)
+    floored = fit_spectrum(s, emu, fix=QUICK_FIX, seed=2, cmaes_evals=600, model_error=(tiny, None, Floor()))
+    assert floored.err_lo["teff"] == pytest.approx(np.hypot(plain.err_lo["teff"], 30.0), rel=0.02)
+    assert floored.err_lo["logg"] == pytest.approx(plain.err_lo["logg"], rel=0.02)
+    assert floored.info["emulator_floor"]["teff"] == pytest.approx(30.0)

@@ -253,9 +253,9 @@ class LiveModel(param.Parameterized):
         from phdlspec_app.fitting.fit import model_error_terms
         from phdlspec_app.fitting.likelihood import Likelihood
 
-        sigma, basis = model_error_terms(self.emulator)
+        sigma, basis, local = model_error_terms(self.emulator)
         obs = prepare_observation(spec, self._model_wl, float(getattr(self.emulator, "resolution", 1800.0)),
-                                  model_error=(sigma, basis) if sigma is not None else None)
+                                  model_error=(sigma, basis, local) if sigma is not None else None)
         if obs.prepared is not None:
             # the live chi^2 is the fit's: the same likelihood, over all 32 labels
             obs.likelihood = Likelihood(self.emulator, obs.prepared, np.arange(len(L.LABELS)), self.vector())
@@ -347,7 +347,7 @@ class LiveModel(param.Parameterized):
         """Recompute the selected element's sensitive pixels (jacobian) and +/-0.2 dex models;
         re-centre the correlated model error on the labels (as the fit does at its optimum)."""
         obs = self.observation
-        if self.emulator is not None and obs is not None and getattr(obs.likelihood, "correlated_model_error", False):
+        if self.emulator is not None and obs is not None and getattr(obs.likelihood, "model_error_varies", False):
             try:
                 vec = self.vector()
                 obs.likelihood.linearize_model_error(vec)

@@ -101,7 +101,8 @@ def prepare_observation(spec, model_wavelength=None, model_resolution: float = 1
     ``model_wavelength`` (an emulator's grid) through the fitting layer's preprocessing.
 
     ``model_error``: the emulator's error spectrum ((P,) on ``model_wavelength``, normalized
-    flux), or (sigma, basis) with its correlated part (``fitting.fit.model_error_terms``),
+    flux), or (sigma, basis[, local]) with its correlated part and its form at a star
+    (``fitting.fit.model_error_terms``),
     kept in ``Observation.prepared`` so that the live chi^2 is the fit's.
     The error bars shown stay the data's own."""
     refusal = ""
@@ -119,9 +120,10 @@ def prepare_observation(spec, model_wavelength=None, model_resolution: float = 1
                 y = np.asarray(prep.y, float)
                 ivar = np.where(good, np.asarray(prep.ivar_y, float), 0.0)
                 shown = Spectrum(prep.wavelength, y, ivar, ~good, dict(spec.meta))
-                sigma, basis = model_error if isinstance(model_error, tuple) else (model_error, None)
+                sigma, basis, local = (*model_error, None)[:3] if isinstance(model_error, tuple) \
+                    else (model_error, None, None)
                 if sigma is not None:
-                    prep = prep.with_model_error(sigma, basis)
+                    prep = prep.with_model_error(sigma, basis, local)
                 return Observation(shown.wavelength, np.where(good, y, np.nan),
                                    np.where(good & (ivar > 0), 1 / np.sqrt(np.where(ivar > 0, ivar, 1)), np.nan),
                                    ~good, "fitting", shown, prep.model_observable, prepared=prep)

@@ -59,9 +59,12 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("model-error", help="measure an emulator's error spectrum on held-out grid spectra",
                        description="Store in the model file the per-pixel rms of emulator - engine over the grid's "
                                    "held-out spectra (never trained on), and its split into a correlated part "
-                                   "(a low-rank covariance made of the residuals) and an uncorrelated remainder. "
-                                   "`phdlspec fit` adds both to the noise covariance, so that the error bars "
-                                   "include the emulator's own error. "
+                                   "(a low-rank covariance made of the residuals) and an uncorrelated remainder; "
+                                   "with 20 or more, the residuals themselves, so that the split is made at each "
+                                   "star from its neighbours in Teff, log g and [Fe/H], and the label shifts each "
+                                   "residual causes. `phdlspec fit` adds the split to the noise covariance and the "
+                                   "neighbours' label shifts to the label errors, so that the error bars include "
+                                   "the emulator's own error. "
                                    "`phdlspec train` does this by itself when the grid has held-out spectra.",
                        epilog="Example:\n  phdlspec model-error assets/emulator/phdlspec_default.safetensors --grid assets/grid",
                        formatter_class=argparse.RawDescriptionHelpFormatter)

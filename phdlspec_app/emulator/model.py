@@ -71,6 +71,10 @@ class Emulator:
         into a correlated part (covariance ``basis.T @ basis``) and an uncorrelated remainder
         (:func:`~.model_error.error_basis`); when present the fitter uses these instead of
         ``model_error`` alone, so that errors shared by many pixels are not averaged down
+    model_error_local : :class:`~.model_error.LocalModelError` or None: the same split made
+        at each star from the held-out residuals nearest it in Teff, log g and [Fe/H]; when
+        present the fitter uses it at the labels it linearizes about, and adds the label
+        shifts those residuals cause (``label_covariance``) to the labels' covariance
 
     Calling it on (N, 32) or (32,) labels (K, dex, km/s) returns (N, 3909) or (3909,)
     normalized flux: numpy in → numpy float64 out; torch in → torch out on ``device``,
@@ -80,7 +84,7 @@ class Emulator:
 
     def __init__(self, net: SpectrumTransformer, flux_mean, flux_std, wavelength, domain: TrainingDomain,
                  resolution: float = 1800.0, card: dict | None = None, device="auto", model_error=None,
-                 model_error_basis=None, model_error_rest=None):
+                 model_error_basis=None, model_error_rest=None, model_error_local=None):
         self.device = _pick_device(device)
         self.net = net.to(self.device).eval()
         for p in self.net.parameters():
@@ -106,6 +110,10 @@ class Emulator:
                                                    != self.wavelength.shape):
             raise ValueError(f"model error basis {self.model_error_basis.shape} / remainder "
                              f"{self.model_error_rest.shape} do not fit the wavelength grid {self.wavelength.shape}")
+        self.model_error_local = model_error_local
+        if model_error_local is not None and model_error_local.residuals.shape[1] != self.wavelength.size:
+            raise ValueError(f"local model error residuals {model_error_local.residuals.shape} do not fit the "
+                             f"wavelength grid {self.wavelength.shape}")
         self._lo = torch.as_tensor(_LO, dtype=torch.float32, device=self.device)
         self._hi = torch.as_tensor(_HI, dtype=torch.float32, device=self.device)
         self._in_idx = torch.as_tensor(_IN_IDX, device=self.device)
@@ -192,6 +200,13 @@ class Emulator:
         if self.model_error_basis is not None:
             tensors["model_error_basis"] = torch.as_tensor(self.model_error_basis, dtype=torch.float32)
             tensors["model_error_rest"] = torch.as_tensor(self.model_error_rest, dtype=torch.float64)
+        if self.model_error_local is not None:
+            loc = self.model_error_local
+            tensors["model_error_residuals"] = torch.as_tensor(loc.residuals, dtype=torch.float32)
+            tensors["model_error_remainders"] = torch.as_tensor(loc.remainders, dtype=torch.float32)
+            tensors["model_error_labels"] = torch.as_tensor(loc.labels, dtype=torch.float64)
+            if loc.shifts is not None:
+                tensors["model_error_label_shifts"] = torch.as_tensor(loc.shifts, dtype=torch.float64)
         meta = {"format": FORMAT, "config": json.dumps(self.net.config),
                 "input_labels": json.dumps(self.input_labels), "domain": json.dumps(self.domain.to_dict()),
                 "resolution": repr(self.resolution), "card": json.dumps(self.card)}
@@ -233,7 +248,20 @@ class Emulator:
                    model_error=tensors["model_error"].numpy() if "model_error" in tensors else None,
                    model_error_basis=tensors["model_error_basis"].double().numpy()
                    if "model_error_basis" in tensors else None,
-                   model_error_rest=tensors["model_error_rest"].numpy() if "model_error_rest" in tensors else None)
+                   model_error_rest=tensors["model_error_rest"].numpy() if "model_error_rest" in tensors else None,
+                   model_error_local=_local_model_error(tensors))
+
+
+def _local_model_error(tensors):
+    """The file's :class:`~.model_error.LocalModelError`, or None when it has none."""
+    if "model_error_residuals" not in tensors:
+        return None
+    from .model_error import LocalModelError
+
+    return LocalModelError(tensors["model_error_residuals"].double().numpy(), tensors["model_error_labels"].numpy(),
+                           remainders=tensors["model_error_remainders"].double().numpy(),
+                           shifts=tensors["model_error_label_shifts"].numpy()
+                           if "model_error_label_shifts" in tensors else None)
 
 
 def load_emulator(path=None, device="auto") -> Emulator:

@@ -276,13 +276,21 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
 
 
 def attach_model_error(emu: Emulator, heldout: TrainingSet) -> Emulator:
-    """Set ``emu.model_error`` (per-pixel rms) and its correlated split
-    (``model_error_basis``/``model_error_rest``, :func:`~.model_error.error_basis`) from
-    held-out engine spectra, and record them in the card."""
-    from .model_error import error_basis, estimate_model_error, residuals
+    """Set ``emu.model_error`` (per-pixel rms), its correlated split
+    (``model_error_basis``/``model_error_rest``, :func:`~.model_error.error_basis`) and,
+    with ≥ 20 spectra, the same made star by star with the label shifts the error causes
+    (``model_error_local``, :class:`~.model_error.LocalModelError`) from held-out engine
+    spectra, and record them in the card."""
+    from .model_error import LocalModelError, error_basis, label_shifts, projection_remainder, residuals, rms_error
 
-    emu.model_error = estimate_model_error(emu, heldout.labels, heldout.flux)
-    emu.model_error_basis, emu.model_error_rest = error_basis(residuals(emu, heldout.labels, heldout.flux))
+    r = residuals(emu, heldout.labels, heldout.flux)
+    emu.model_error = rms_error(r)
+    q = projection_remainder(r)
+    emu.model_error_basis, emu.model_error_rest = error_basis(r, remainder=q)
+    emu.model_error_local = None
+    if len(r) >= 20:  # enough neighbours to make the error at each star from those near it
+        emu.model_error_local = LocalModelError(r, heldout.labels, remainders=q,
+                                                shifts=label_shifts(emu, heldout.labels, heldout.flux))
     w = emu.wavelength
     emu.card["model_error"] = {
         "method": "per-pixel rms of emulator - engine over held-out grid spectra",
@@ -291,6 +299,14 @@ def attach_model_error(emu: Emulator, heldout: TrainingSet) -> Emulator:
         "median_7500_9100": float(np.median(emu.model_error[w >= 7500])),
         "correlated": {"rank": int(emu.model_error_basis.shape[0]),
                        "median_uncorrelated_fraction": float(np.median(emu.model_error_rest**2 / emu.model_error**2))},
+        "local": None if emu.model_error_local is None else {
+            "method": "error_basis of the held-out residuals weighted by exp(-d^2/2) in (Teff, log g, [Fe/H]) "
+                      "(model_error.LocalModelError)",
+            "bandwidth": dict(emu.model_error_local.BANDWIDTH),
+            "median_effective_neighbours": float(np.median(
+                [emu.model_error_local.n_effective(x) for x in heldout.labels])),
+            "label_shift_rms": {n: float(np.sqrt(np.mean(emu.model_error_local.shifts[:, i] ** 2)))
+                                for i, n in enumerate(emu.label_names) if n in ("teff", "logg", "fe_h", "mg_fe")}},
         "grid": heldout.source.get("grid")}
     return emu
 

@@ -112,19 +112,22 @@ def _load(emulator, device):
 
 
 def model_error_terms(emulator, model_error=True):
-    """(sigma (P,) or None, basis (K, P) or None): the model error ``fit_spectrum`` adds to
-    the noise for its ``model_error`` argument (True: the emulator's own, correlated split
-    when it has one; False/None: none; an array; or a (sigma, basis) tuple)."""
+    """(sigma (P,) or None, basis (K, P) or None, local or None): the model error
+    ``fit_spectrum`` adds to the noise for its ``model_error`` argument (True: the
+    emulator's own, correlated split when it has one, made at each star when the emulator
+    can (``Emulator.model_error_local``); False/None: none; an array; or a (sigma, basis)
+    or (sigma, basis, local) tuple, local a callable labels (32,) → (sigma, basis))."""
     if model_error is True:
         basis = getattr(emulator, "model_error_basis", None)
         sigma = getattr(emulator, "model_error_rest" if basis is not None else "model_error", None)
-        return sigma, basis
+        local = getattr(emulator, "model_error_local", None) if basis is not None else None
+        return sigma, basis, local
     if isinstance(model_error, tuple):
-        sigma, basis = model_error
-        return np.asarray(sigma, float), None if basis is None else np.asarray(basis, float)
+        sigma, basis, local = (*model_error, None)[:3]
+        return np.asarray(sigma, float), None if basis is None else np.asarray(basis, float), local
     if model_error is False or model_error is None:
-        return None, None
-    return np.asarray(model_error, float), None
+        return None, None, None
+    return np.asarray(model_error, float), None, None
 
 
 def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, priors=None, seed: int = 0,
@@ -165,7 +168,12 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
         the errors include what the emulator gets wrong, with its correlated part
         (``emulator.model_error_basis``) when the model has one; False: trust the emulator
         exactly; a (3909,) array: an uncorrelated error to use instead; or a tuple
-        (sigma (3909,), basis (K, 3909)): uncorrelated remainder and correlated part
+        (sigma (3909,), basis (K, 3909)[, local]): uncorrelated remainder and correlated part,
+        and optionally a callable labels (32,) → (sigma, basis) that makes them at the star
+        (``emulator.model_error_local``; the fit takes it at the first guess and the optimum).
+        When ``local`` also has ``label_covariance`` (the label shifts the emulator's error
+        causes near a star, measured on held-out spectra), the label errors are the noise's
+        Cramér–Rao bound plus that floor (``result.info["emulator_floor"]``).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -181,9 +189,9 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     say("prepare", 0.0)
     prep = prepare(spectrum, emu.wavelength, float(getattr(emu, "resolution", 1800.0)), resolution=resolution,
                    fwhm=fwhm, masks=masks, extra_masks=extra_masks)
-    sigma_model, basis = model_error_terms(emu, model_error)
+    sigma_model, basis, local = model_error_terms(emu, model_error)
     if sigma_model is not None:
-        prep = prep.with_model_error(sigma_model, basis)
+        prep = prep.with_model_error(sigma_model, basis, local)
     timings["prepare"] = time.perf_counter() - t0
 
     base = L.defaults()
@@ -231,13 +239,16 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
         timings["polish"] = time.perf_counter() - t
     theta, F = lm["theta"], lm["fisher"]
     model, jac = lm["model"], lm["jacobian"]
-    if lik.correlated_model_error:  # the errors with the correlated model error taken about the optimum
+    if lik.model_error_varies:  # the errors with the model error taken about the optimum
         lik.linearize_model_error(lik.full(theta)[0])
         model, jac, F = lik.fisher(lik.full(theta)[0])
-    cov = covariance(F)
-    sig = np.sqrt(np.diag(cov))
-
     best = lik.full(theta)[0]
+    # With a measured emulator floor the errors are the noise's plus the label shifts the
+    # emulator's own error causes near this star; the model error in the likelihood still
+    # weights the pixels, but its pixel-space covariance misses most of those shifts.
+    floor = lik.emulator_floor(best)
+    cov = covariance(F) if floor is None else covariance(lik.noise_fisher(jac)) + floor
+    sig = np.sqrt(np.diag(cov))
     err_lo = np.zeros(32)
     err_hi = np.zeros(32)
     err_lo[free] = err_hi[free] = sig
@@ -254,10 +265,12 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
                        max_steps=mcmc_max_steps, keep_chain=keep_chain, progress=say, moves=mcmc_moves)
         timings["mcmc"] = time.perf_counter() - t
         best = lik.full(mc["median"])[0]
-        err_lo[free] = mc["median"] - mc["p16"]
-        err_hi[free] = mc["p84"] - mc["median"]
+        floor = lik.emulator_floor(best)
+        add = 0.0 if floor is None else np.maximum(np.diag(floor), 0.0)
+        err_lo[free] = np.sqrt((mc["median"] - mc["p16"]) ** 2 + add)
+        err_hi[free] = np.sqrt((mc["p84"] - mc["median"]) ** 2 + add)
         samples = mc.pop("samples")
-        cov = mc["covariance"]
+        cov = mc["covariance"] if floor is None else mc["covariance"] + floor
         model, jac, F = lik.fisher(best)
     check_cancel(cancel)
     say("diagnostics", 0.0)
@@ -298,15 +311,17 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     err_hi_d = {n: float(err_hi[i]) for i, n in enumerate(names)}
     timings["total"] = time.perf_counter() - t0
     say("done", 1.0)
-    info = {**prep.info, "rv_guess": guess["rv"], "template": guess["template"], "cmaes_evals": cm["evals"],
+    info = {**lik.prep.info, "rv_guess": guess["rv"], "template": guess["template"], "cmaes_evals": cm["evals"],
             "cmaes_runs": cm["runs"], "polish_iterations": lm["iterations"], "emulator_evals": lik.n_evals,
             "domain_violations": outside}
+    if floor is not None:
+        info["emulator_floor"] = {n: float(np.sqrt(max(floor[j, j], 0.0))) for j, n in enumerate(lik.names())}
     return FitResult(
         labels=L.to_dict(best), err_lo=err_lo_d, err_hi=err_hi_d, method=method, chi2=chi2,
         chi2_reduced=float(chi2_red), n_pixels=prep.n_good, n_free=lik.ndim, snr=prep.snr, flags=flags,
         elements=elements, fixed=sorted(fix), priors={k: v for k, v in priors.items()},
         free_names=lik.names(), wavelength=prep.wavelength, observed=prep.y, model=np.asarray(model),
-        ivar=prep.ivar_y, good=prep.good, mcmc={k: v for k, v in mc.items() if k not in ("chain",)} if mc else None,
+        ivar=lik.prep.ivar_y, good=prep.good, mcmc={k: v for k, v in mc.items() if k not in ("chain",)} if mc else None,
         samples=samples, chain=mc.get("chain") if mc else None, covariance=np.asarray(cov, float),
         meta=dict(prep.meta), info=info, timings=timings)
 

@@ -5,7 +5,9 @@
 (1/ivar_y: the noise plus the model's uncorrelated error) unless the prepared spectrum
 carries a correlated model error (``Prepared.model_basis``, K vectors U_k in model flux):
 then C = D + Σ_k V_k V_kᵀ, V_k the linear response of the observable to U_k at the current
-labels, and C⁻¹ is applied by the Woodbury identity (cost O(K P) per spectrum). The free labels are a subset of the 32
+labels, and C⁻¹ is applied by the Woodbury identity (cost O(K P) per spectrum). Both parts
+may depend on the star (``Prepared.model_local``): they are then taken at the labels the
+likelihood is linearized about. The free labels are a subset of the 32
 schema labels; the others are held at their fixed values. Every evaluation of a
 population (CMA-ES) or of all walkers (emcee) is one batched emulator call.
 """
@@ -66,7 +68,7 @@ class Likelihood:
         self._y = torch.as_tensor(np.asarray(prep.y, float)[self.good])
         self._w = torch.as_tensor(np.asarray(prep.ivar_y, float)[self.good])
         self._A = None  # (K, Pg) L⁻¹ V W: the correlated model error's Woodbury factor
-        if getattr(prep, "model_basis", None) is not None:
+        if getattr(prep, "model_basis", None) is not None or getattr(prep, "model_local", None) is not None:
             self.linearize_model_error(self.base)
         p_idx = [k for k in self.priors]
         self._prior_free = [(int(np.nonzero(self.free == k)[0][0]), *self.priors[k]) for k in p_idx
@@ -75,13 +77,18 @@ class Likelihood:
     def linearize_model_error(self, labels: np.ndarray) -> None:
         """Carry the model error basis (``prep.model_basis``) through the star's ``vbroad``
         and ``rv``, the LSF and the pseudo-continuum at ``labels`` (32,)
-        (:meth:`_observable_response`), and set the Woodbury factor A = L⁻¹ V W with L Lᵀ = I + V W Vᵀ. No-op without a basis."""
+        (:meth:`_observable_response`), and set the Woodbury factor A = L⁻¹ V W with L Lᵀ = I + V W Vᵀ.
+        When the model error depends on the star (``prep.model_local``), both parts are
+        first taken at ``labels``. No-op without a model error."""
+        labels = np.asarray(labels, float)
+        if getattr(self.prep, "model_local", None) is not None:
+            self.prep = self.prep.at_star(labels)
+            self._w = torch.as_tensor(np.asarray(self.prep.ivar_y, float)[self.good])
         U = getattr(self.prep, "model_basis", None)
         if U is None:
             return
         from ..emulator.broadening import broaden_and_shift
 
-        labels = np.asarray(labels, float)
         f = torch.as_tensor(np.asarray(self.emu(labels[None]), dtype=np.float64)).reshape(1, -1)
         U = torch.as_tensor(np.asarray(U, np.float64))
         # the basis is measured at rest with vbroad = 0: it moves and widens with the star's lines
@@ -93,6 +100,11 @@ class Likelihood:
         M = torch.eye(V.shape[0], dtype=torch.float64) + VW @ V.T
         Lc = torch.linalg.cholesky(M)
         self._A = torch.linalg.solve_triangular(Lc, VW, upper=False)
+
+    @property
+    def model_error_varies(self) -> bool:
+        """True when the model error depends on the labels (linearized about a star's)."""
+        return self._A is not None or getattr(self.prep, "model_local", None) is not None
 
     @property
     def correlated_model_error(self) -> bool:
@@ -224,6 +236,24 @@ class Likelihood:
         for j, _, sig in self._prior_free:
             F[j, j] += 1.0 / sig**2
         return m, jac, F
+
+    def noise_fisher(self, jac: np.ndarray) -> np.ndarray:
+        """(ndim, ndim) Fisher matrix of the observation's own noise alone (no model error)
+        for the observable's Jacobian ``jac`` (32, P), plus the Gaussian priors' 1/σ²."""
+        iv = self.prep.ivar_y if self.prep.ivar_y_obs is None else self.prep.ivar_y_obs
+        jf = np.asarray(jac)[self.free][:, self.good]
+        F = (jf * np.asarray(iv)[self.good]) @ jf.T
+        for j, _, sig in self._prior_free:
+            F[j, j] += 1.0 / sig**2
+        return F
+
+    def emulator_floor(self, labels: np.ndarray) -> np.ndarray | None:
+        """(ndim, ndim) covariance of the free labels that the emulator's own error adds at
+        ``labels`` (32,): the local second moment of the label shifts measured on held-out
+        spectra (``LocalModelError.label_covariance``). None when the model error has none."""
+        cov_of = getattr(getattr(self.prep, "model_local", None), "label_covariance", None)
+        C = cov_of(np.asarray(labels, float)) if cov_of is not None else None
+        return None if C is None else np.asarray(C, float)[np.ix_(self.free, self.free)]
 
     def names(self) -> list[str]:
         return [L.LABELS[i].name for i in self.free]

@@ -77,12 +77,17 @@ class Prepared:
     #: (K, P) correlated part of the model error, flux units on the model grid: the model's error
     #: covariance is ``model_basis.T @ model_basis`` (+ the diagonal already in ``ivar_y``); None: none
     model_basis: np.ndarray | None = None
+    #: (P,) the model's uncorrelated error now in ``ivar_y``
+    model_sigma: np.ndarray | None = None
+    #: labels (32,) → (sigma (P,), basis (K, P)): the model error at a star
+    #: (``Emulator.model_error_local``); None: the same everywhere
+    model_local: object = None
 
     @property
     def n_good(self) -> int:
         return int(self.good.sum())
 
-    def with_model_error(self, sigma, basis=None) -> "Prepared":
+    def with_model_error(self, sigma, basis=None, local=None) -> "Prepared":
         """A copy whose ``ivar_y`` also counts the model's own error ``sigma`` ((P,) 1-sigma,
         normalized flux): 1/ivar_y -> 1/ivar_y + sigma^2 on the good pixels. The
         observation's own is kept in ``ivar_y_obs``; ``snr`` stays the data's.
@@ -90,7 +95,11 @@ class Prepared:
         ``basis`` ((K, P), optional): the correlated part of the model error (covariance
         ``basis.T @ basis``, in model flux), kept as ``model_basis`` for the likelihood,
         which carries it through the LSF and the pseudo-continuum. ``sigma`` is then the
-        uncorrelated remainder only (see ``emulator.model_error.error_basis``)."""
+        uncorrelated remainder only (see ``emulator.model_error.error_basis``).
+
+        ``local`` (optional): labels (32,) → (sigma, basis), the model error at a star
+        (``Emulator.model_error_local``); the likelihood takes it at the labels it
+        linearizes about (:meth:`at_star`), ``sigma`` and ``basis`` serving until then."""
         from dataclasses import replace
 
         sigma = np.asarray(sigma, float)
@@ -110,7 +119,28 @@ class Prepared:
             if basis.ndim != 2 or basis.shape[1] != self.ivar_y.size:
                 raise ValueError(f"model error basis has shape {basis.shape}, expected (K, {self.ivar_y.size})")
             info["model_error"]["basis_rank"] = int(basis.shape[0])
-        return replace(self, ivar_y=iv, info=info, ivar_y_obs=self.ivar_y, model_basis=basis)
+        return replace(self, ivar_y=iv, info=info, ivar_y_obs=self.ivar_y, model_basis=basis, model_sigma=sigma,
+                       model_local=local)
+
+    def at_star(self, labels) -> "Prepared":
+        """A copy carrying the model error at ``labels`` (32,) (``model_local``): ``ivar_y``
+        counts its uncorrelated part, ``model_basis`` is its correlated part."""
+        from dataclasses import replace
+
+        if self.model_local is None:
+            raise ValueError("no label-dependent model error: call with_model_error(..., local=...) first")
+        sigma, basis = self.model_local(np.asarray(labels, float))
+        sigma, basis = np.asarray(sigma, float), np.asarray(basis, float)
+        if sigma.shape != self.ivar_y_obs.shape or basis.ndim != 2 or basis.shape[1] != sigma.size:
+            raise ValueError(f"the local model error gave sigma {sigma.shape} and basis {basis.shape} for a "
+                             f"spectrum of {self.ivar_y_obs.size} pixels")
+        g = self.good
+        iv = np.zeros_like(self.ivar_y_obs, dtype=float)
+        iv[g] = 1.0 / (1.0 / self.ivar_y_obs[g] + sigma[g] ** 2)
+        info = {**self.info, "model_error": {**self.info.get("model_error", {}), "local_rank": int(basis.shape[0]),
+                                             "local_median": float(np.median(np.sqrt(sigma[g] ** 2 + (basis[:, g] ** 2)
+                                                                                     .sum(0))))}}
+        return replace(self, ivar_y=iv, model_sigma=sigma, model_basis=basis, info=info)
 
     def model_observable(self, flux):
         """Model flux (..., P) (numpy or torch) → what is compared with ``y``:
