@@ -44,6 +44,13 @@ class FitInputError(ValueError):
         super().__init__(f"{self.source}: {problem}")
 
 
+def _add_variance(ivar: np.ndarray, sigma: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """1 / (1/ivar + sigma²) on the good pixels, 0 elsewhere."""
+    iv = np.zeros_like(ivar, dtype=float)
+    iv[good] = 1.0 / (1.0 / ivar[good] + sigma[good] ** 2)
+    return iv
+
+
 @dataclass
 class Prepared:
     """An observation on the model grid, ready for the likelihood.
@@ -108,8 +115,7 @@ class Prepared:
         if self.ivar_y_obs is not None:
             raise ValueError("the model error is already included")
         g = self.good
-        iv = np.zeros_like(self.ivar_y, dtype=float)
-        iv[g] = 1.0 / (1.0 / self.ivar_y[g] + sigma[g] ** 2)
+        iv = _add_variance(self.ivar_y, sigma, g)
         info = {**self.info,
                 "model_error": {"median": float(np.median(sigma[g])),
                                 "variance_fraction": float(np.median(sigma[g] ** 2 * self.ivar_y[g] /
@@ -135,8 +141,7 @@ class Prepared:
             raise ValueError(f"the local model error gave sigma {sigma.shape} and basis {basis.shape} for a "
                              f"spectrum of {self.ivar_y_obs.size} pixels")
         g = self.good
-        iv = np.zeros_like(self.ivar_y_obs, dtype=float)
-        iv[g] = 1.0 / (1.0 / self.ivar_y_obs[g] + sigma[g] ** 2)
+        iv = _add_variance(self.ivar_y_obs, sigma, g)
         info = {**self.info, "model_error": {**self.info.get("model_error", {}), "local_rank": int(basis.shape[0]),
                                              "local_median": float(np.median(np.sqrt(sigma[g] ** 2 + (basis[:, g] ** 2)
                                                                                      .sum(0))))}}
