@@ -80,11 +80,11 @@ def main(argv=None) -> int:
 
         sigma = leave_one_out(residuals(emu, held.labels, held.flux))
     elif args.model_error in ("loo-corr", "loo-local"):
-        from phdlspec_app.emulator.model_error import (LocalModelError, error_basis, label_shifts,
-                                                       projection_remainder, residuals)
+        from phdlspec_app.emulator.model_error import (LocalModelError, error_basis, projection_remainder,
+                                                       residuals, shift_equations)
 
         res = residuals(emu, held.labels, held.flux)
-        shifts = label_shifts(emu, held.labels, held.flux) if args.model_error == "loo-local" else None
+        eqs = shift_equations(emu, held.labels, held.flux) if args.model_error == "loo-local" else None
 
         class _LeaveOneOut:  # the model error from every held-out residual but star i's, made when asked
             def __getitem__(self, i):
@@ -94,7 +94,8 @@ def main(argv=None) -> int:
                 if args.model_error == "loo-corr":
                     return rest, basis
                 return rest, basis, LocalModelError(r, np.delete(held.labels, i, axis=0), remainders=q,
-                                                    shifts=np.delete(shifts, i, axis=0))
+                                                    shifts=(np.delete(eqs[0], i, axis=0),
+                                                            np.delete(eqs[1], i, axis=0), eqs[2]))
 
         sigma = _LeaveOneOut()
     out = {"grid": args.grid, "model_error": args.model_error, "model": str(args.model or "default"), "n": n, "method": args.method, "by_snr": {}}
@@ -132,8 +133,9 @@ def main(argv=None) -> int:
             crb = np.array([_noise_crb(emu, held.wavelength, clean[i], snr, truth[i]) for i in range(n)])
             med = np.nanmedian(crb, axis=0)
             for j, k in enumerate(names):
-                per[k]["crb_median"] = float(med[j])
-                per[k]["scatter_over_crb"] = per[k]["scatter_mad"] / float(med[j]) if med[j] > 0 else None
+                per[k]["crb_median"] = float(med[j]) if np.isfinite(med[j]) else None   # JSON has no NaN
+                per[k]["scatter_over_crb"] = (per[k]["scatter_mad"] / float(med[j])
+                                              if np.isfinite(med[j]) and med[j] > 0 else None)
             out["by_snr"][f"{snr:g}"].update({
                 "crb_elements_le_0.05": int(sum(med[names.index(k)] <= 0.05 for k in xfe)),
                 "crb_elements_le_0.10": int(sum(med[names.index(k)] <= 0.10 for k in xfe))})

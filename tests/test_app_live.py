@@ -143,7 +143,7 @@ def test_live_chi2_includes_the_correlated_model_error_as_the_fit_does(emu):
     live.set_labels({"teff": 5600, "fe_h": -0.1})   # set_labels re-centres the model error here
     prep = fit_preprocessing()(spec, emu.wavelength).with_model_error(corr.model_error_rest, corr.model_error_basis)
     lik = Likelihood(corr, prep, np.arange(32), live.vector())
-    assert lik.correlated_model_error
+    assert lik.model_error_varies and lik._A is not None
     expected = lik.data_chi2(prep.model_observable(corr(live.vector())))
     assert live.chi2 == pytest.approx(expected, rel=1e-4)
     assert "correlated part" in live.quality_pane.object

@@ -8,7 +8,7 @@ import torch
 
 from fitting_double import LineDouble, noisy_spectrum
 from phdlspec_app.emulator import load_emulator
-from phdlspec_app.emulator.model_error import estimate_model_error, leave_one_out
+from phdlspec_app.emulator.model_error import leave_one_out, residuals, rms_error
 from phdlspec_app.fitting.fit import fit_spectrum
 from phdlspec_app.preprocess import prepare
 from test_emulator import _tiny_emulator
@@ -25,12 +25,12 @@ def test_estimate_is_the_per_pixel_rms_and_leave_one_out_excludes_the_star():
     lab = sample_labels(GridSpec(n=32))
     noise = rng.normal(0, 1, (32, 200)) * np.linspace(0.001, 0.02, 200)
     flux = emu(lab) - noise                     # "engine" = emulator - noise: residual = noise
-    sig = estimate_model_error(emu, lab, flux)
+    sig = rms_error(residuals(emu, lab, flux))
     np.testing.assert_allclose(sig, np.sqrt(np.mean(noise ** 2, 0)), rtol=1e-5, atol=1e-7)
     loo = leave_one_out(noise)
     np.testing.assert_allclose(loo[7], np.sqrt(np.mean(np.delete(noise, 7, 0) ** 2, 0)), rtol=1e-10)
     with pytest.raises(ValueError, match="at least 10"):
-        estimate_model_error(emu, lab[:5], flux[:5])
+        rms_error(residuals(emu, lab[:5], flux[:5]))
 
 
 def test_model_error_round_trips_through_the_model_file(tmp_path):
@@ -240,11 +240,18 @@ def test_local_model_error_round_trips_through_the_model_file(tmp_path):
     assert load_emulator(emu.save(tmp_path / "a.safetensors"), device="cpu").model_error_local is None
     lab = sample_labels(GridSpec(n=24))
     r = np.random.default_rng(7).normal(0, 0.003, (24, emu.wavelength.size)).astype(np.float32).astype(float)
-    emu.model_error_local = LocalModelError(r, lab)
+    rng = np.random.default_rng(8)
+    A = rng.normal(0, 1, (24, 32, 32))
+    shifts = (A @ A.transpose(0, 2, 1), rng.normal(0, 1, (24, 32)), np.full(32, 0.5))
+    emu.model_error_local = LocalModelError(r, lab, shifts=shifts)
     emu.model_error_local.remainders = emu.model_error_local.remainders.astype(np.float32).astype(float)
     emu2 = load_emulator(emu.save(tmp_path / "b.safetensors"), device="cpu")
     np.testing.assert_array_equal(emu2.model_error_local.residuals, r)
     np.testing.assert_array_equal(emu2.model_error_local.labels, lab)
+    for got, want in zip(emu2.model_error_local.shifts, shifts):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(emu2.model_error_local.label_covariance(lab[5]),
+                               emu.model_error_local.label_covariance(lab[5]), rtol=1e-12)
     for got, want in zip(emu2.model_error_local(lab[3]), emu.model_error_local(lab[3])):
         np.testing.assert_allclose(got, want, rtol=1e-12)
     with pytest.raises(ValueError, match="do not fit the wavelength grid"):
@@ -281,7 +288,8 @@ def test_a_local_model_error_is_the_dense_covariance_of_the_star_it_was_taken_at
     moved[0] = 4500.0 if truth[0] >= 5000.0 else 6000.0
     sized.linearize_model_error(moved)
     s2 = 3.0 if moved[0] < 5000.0 else 1.5
-    np.testing.assert_allclose(sized.prep.model_sigma, s2 * rest)
+    g2 = sized.prep.good
+    np.testing.assert_allclose(sized.prep.ivar_y[g2], 1.0 / (1.0 / prep.ivar_y_obs[g2] + (s2 * rest[g2]) ** 2))
     with pytest.raises(ValueError, match="local=...\\) first"):
         _without_model_error(prep).with_model_error(rest).at_star(truth)
     with pytest.raises(ValueError, match="pixels"):
@@ -291,8 +299,7 @@ def test_a_local_model_error_is_the_dense_covariance_of_the_star_it_was_taken_at
 def _without_model_error(prep):
     from dataclasses import replace
 
-    return replace(prep, ivar_y=prep.ivar_y_obs, ivar_y_obs=None, model_basis=None, model_sigma=None,
-                   model_local=None)
+    return replace(prep, ivar_y=prep.ivar_y_obs, ivar_y_obs=None, model_basis=None, model_local=None)
 
 
 def test_a_local_model_error_twice_as_large_doubles_its_share_of_the_teff_error():
@@ -333,7 +340,8 @@ def test_attach_model_error_makes_a_local_error_when_there_are_enough_heldout_sp
     cool, hot = lab[np.argmin(teff)], lab[np.argmax(teff)]
     size = [np.sqrt(((b**2).sum(0) + s**2).mean()) for s, b in (emu.model_error_local(cool), emu.model_error_local(hot))]
     assert size[0] > 2 * size[1]                                 # larger for the cooler star
-    assert emu.model_error_local.shifts.shape == lab.shape and "teff" in card["label_shift_rms"]
+    F, g, box = emu.model_error_local.shifts
+    assert F.shape == (40, 32, 32) and g.shape == lab.shape and "teff" in card["label_shift_rms_snr50"]
     few = SimpleNamespace(labels=lab[:12], flux=held.flux[:12], source={})
     attach_model_error(emu, few)                                 # too few to make it star by star
     assert emu.model_error_local is None and emu.card["model_error"]["local"] is None
@@ -360,43 +368,95 @@ def test_label_shifts_recover_the_labels_an_emulator_error_stands_for():
 
 
 def test_label_covariance_is_the_local_second_moment_of_the_shifts():
+    """Shift equations whose solution is 40 K in Teff for cool spectra and 10 K for hot ones:
+    the covariance near a cool star is about 40², near a hot one about 10²; fixing Teff
+    removes it; a tight prior shrinks it; too few neighbours lean on all the spectra."""
     from phdlspec_app import labels as L
-    from phdlspec_app.emulator.model_error import LocalModelError
+    from phdlspec_app.emulator.model_error import LocalModelError, solve_shifts
     from phdlspec_app.physics.grid import GridSpec, sample_labels
 
     lab = sample_labels(GridSpec(n=30))
     teff = lab[:, L.label_names().index("teff")]
-    shifts = np.zeros_like(lab)
-    shifts[:, 0] = np.where(teff < 5000, 40.0, 10.0) * np.sign(np.sin(np.arange(30)))
-    loc = LocalModelError(np.random.default_rng(1).normal(0, 1e-3, (30, 50)), lab, shifts=shifts)
+    F = np.tile(np.eye(32) * 1e-2, (30, 1, 1))                 # unit noise: σ_Teff = 1/(0.1 × 50) = 0.2 K at S/N 50
+    want = np.where(teff < 5000, 40.0, 10.0) * np.sign(np.sin(np.arange(30) + 0.5))
+    g = np.zeros((30, 32))
+    g[:, 0] = want * 1e-2
+    box = np.full(32, 1e-12)
+    np.testing.assert_allclose(solve_shifts(F, g, box)[:, 0], want, rtol=1e-6)
+    loc = LocalModelError(np.random.default_rng(1).normal(0, 1e-3, (30, 50)), lab, shifts=(F, g, box))
     cool, hot = loc.label_covariance(lab[np.argmin(teff)]), loc.label_covariance(lab[np.argmax(teff)])
     assert cool.shape == (32, 32) and np.sqrt(cool[0, 0]) > 30.0 and np.sqrt(hot[0, 0]) < 20.0
-    w = loc.weights(lab[0])
-    keep = w >= 1e-3
-    assert loc.label_covariance(lab[0])[0, 0] == pytest.approx((w[keep] @ shifts[keep, 0] ** 2) / w[keep].sum())
+    assert loc.label_covariance(lab[0], free=np.arange(1, 32))[0, 0] == 0.0      # Teff fixed: no floor on it
+    prior = np.zeros(32)
+    prior[0] = 1.0 / 5.0**2                                      # a 5 K prior on Teff (precision 0.04 vs 25 from the data)
+    shrunk = loc.label_covariance(lab[np.argmin(teff)], prior_precision=prior)
+    assert shrunk[0, 0] < cool[0, 0] and shrunk[0, 0] == pytest.approx(cool[0, 0] * (25 / 25.04) ** 2, rel=1e-3)
     assert LocalModelError(loc.residuals, lab).label_covariance(lab[0]) is None
-    with pytest.raises(ValueError, match="label shifts"):
-        LocalModelError(loc.residuals, lab, shifts=shifts[:, :5])
+    with pytest.raises(ValueError, match="shift equations"):
+        LocalModelError(loc.residuals, lab, shifts=(F, g[:, :5], box))
+    with pytest.raises(ValueError, match="finite"):
+        loc.weights(np.full(32, np.nan))
+    far = lab[0].copy()
+    far[0], far[1], far[5] = 20000.0, 9.0, 3.0                   # nobody near: the moment over all spectra
+    a = loc.n_effective(far) / loc.MIN_NEIGHBOURS
+    w = loc.weights(far)
+    expect = a * (w @ want**2) / w.sum() + (1 - a) * (want**2).mean()
+    assert a < 0.2 and loc.label_covariance(far)[0, 0] == pytest.approx(expect, rel=1e-3)
+
+
+class _Floor:
+    """A local model error with no pixel part (``tiny``) whose label shifts are given
+    variances {index: variance}; remembers the S/N and free set it was asked for."""
+
+    def __init__(self, tiny, variances):
+        self.tiny, self.variances = tiny, variances
+
+    def __call__(self, lab):
+        return self.tiny, np.zeros((1, self.tiny.size))
+
+    def label_covariance(self, lab, snr=50.0, free=None, prior_precision=None):
+        self.seen = (snr, None if free is None else list(free))
+        c = np.zeros((32, 32))
+        for k, v in self.variances.items():
+            c[k, k] = v
+        return c
 
 
 def test_the_emulator_floor_adds_to_the_noise_error():
-    """A local model error whose label shifts are 30 K in Teff: the Teff error is the noise's
-    bound (the fit without model error) and 30 K in quadrature, and the fit says so."""
+    """A local model error whose label shifts are 30 K in Teff and 0.05 dex in [Mg/Fe]: those
+    errors are the noise's bound (the fit without model error) and the floor in quadrature,
+    and the fit says so."""
+    from phdlspec_app import labels as L
+
+    emu = LineDouble()
+    s = noisy_spectrum(emu, TRUTH, 50, seed=21)
+    tiny = np.full(emu.wavelength.size, 1e-6)
+    MG = L.label_names().index("mg_fe")
+    floor = _Floor(tiny, {0: 30.0**2, MG: 0.05**2})
+    plain = fit_spectrum(s, emu, fix=QUICK_FIX, seed=2, cmaes_evals=600, model_error=False)
+    floored = fit_spectrum(s, emu, fix=QUICK_FIX, seed=2, cmaes_evals=600, model_error=(tiny, None, floor))
+    assert floored.err_lo["teff"] == pytest.approx(np.hypot(plain.err_lo["teff"], 30.0), rel=0.02)
+    assert floored.err_lo["mg_fe"] == pytest.approx(np.hypot(plain.err_lo["mg_fe"], 0.05), rel=0.02)
+    assert floored.err_lo["logg"] == pytest.approx(plain.err_lo["logg"], rel=0.02)
+    assert floored.info["emulator_floor"]["teff"] == pytest.approx(30.0)
+    assert floored.info["emulator_floor"]["mg_fe"] == pytest.approx(0.05)
+    # the floor is asked for at the observation's S/N and the fit's free labels
+    assert floor.seen[0] == pytest.approx(floored.snr) and MG in floor.seen[1] and L.label_names().index("c_fe") not in floor.seen[1]
+
+
+def test_mcmc_errors_get_the_floor_beyond_the_pixel_covariance_once():
+    """With a negligible pixel model error, the MCMC percentiles get the whole 30 K floor in
+    quadrature (the chain knows nothing of it); the covariance gets it on its diagonal."""
     emu = LineDouble()
     s = noisy_spectrum(emu, TRUTH, 50, seed=21)
     tiny = np.full(emu.wavelength.size, 1e-6)
 
-    class Floor:
-        def __call__(self, lab):
-            return tiny, np.zeros((1, tiny.size))
-
-        def label_covariance(self, lab):
-            c = np.zeros((32, 32))
-            c[0, 0] = 30.0**2
-            return c
-
-    plain = fit_spectrum(s, emu, fix=QUICK_FIX, seed=2, cmaes_evals=600, model_error=False)
-    floored = fit_spectrum(s, emu, fix=QUICK_FIX, seed=2, cmaes_evals=600, model_error=(tiny, None, Floor()))
-    assert floored.err_lo["teff"] == pytest.approx(np.hypot(plain.err_lo["teff"], 30.0), rel=0.02)
-    assert floored.err_lo["logg"] == pytest.approx(plain.err_lo["logg"], rel=0.02)
-    assert floored.info["emulator_floor"]["teff"] == pytest.approx(30.0)
+    kw = dict(fix=QUICK_FIX, seed=3, cmaes_evals=600, method="both", nwalkers=32, mcmc_max_steps=60)
+    plain = fit_spectrum(s, emu, model_error=(tiny, None), **kw)
+    floored = fit_spectrum(s, emu, model_error=(tiny, None, _Floor(tiny, {0: 30.0**2})), **kw)
+    assert floored.labels["teff"] == pytest.approx(plain.labels["teff"], abs=1e-9)   # same chain
+    for side in ("err_lo", "err_hi"):
+        assert getattr(floored, side)["teff"] == pytest.approx(np.hypot(getattr(plain, side)["teff"], 30.0), rel=1e-6)
+        assert getattr(floored, side)["logg"] == pytest.approx(getattr(plain, side)["logg"], rel=1e-6)
+    i = floored.free_names.index("teff")
+    assert floored.covariance[i, i] == pytest.approx(plain.covariance[i, i] + 900.0, rel=1e-6)

@@ -65,7 +65,7 @@ class Emulator:
     card : dict, the model card (training grid, loss, metrics)
     model_error : (3909,) or None, the emulator's own 1-sigma error per pixel in normalized
         flux (rms of emulator - engine over held-out engine spectra,
-        :func:`~.model_error.estimate_model_error`); the fitter adds its square to the noise
+        :func:`~.model_error.rms_error`); the fitter adds its square to the noise
         variance so that the error bars include what the emulator gets wrong
     model_error_basis, model_error_rest : (K, 3909) and (3909,) or None: the same error split
         into a correlated part (covariance ``basis.T @ basis``) and an uncorrelated remainder
@@ -206,7 +206,8 @@ class Emulator:
             tensors["model_error_remainders"] = torch.as_tensor(loc.remainders, dtype=torch.float32)
             tensors["model_error_labels"] = torch.as_tensor(loc.labels, dtype=torch.float64)
             if loc.shifts is not None:
-                tensors["model_error_label_shifts"] = torch.as_tensor(loc.shifts, dtype=torch.float64)
+                for key, arr in zip(("shift_normal", "shift_rhs", "shift_box"), loc.shifts):
+                    tensors[f"model_error_{key}"] = torch.as_tensor(arr, dtype=torch.float64)
         meta = {"format": FORMAT, "config": json.dumps(self.net.config),
                 "input_labels": json.dumps(self.input_labels), "domain": json.dumps(self.domain.to_dict()),
                 "resolution": repr(self.resolution), "card": json.dumps(self.card)}
@@ -260,8 +261,9 @@ def _local_model_error(tensors):
 
     return LocalModelError(tensors["model_error_residuals"].double().numpy(), tensors["model_error_labels"].numpy(),
                            remainders=tensors["model_error_remainders"].double().numpy(),
-                           shifts=tensors["model_error_label_shifts"].numpy()
-                           if "model_error_label_shifts" in tensors else None)
+                           shifts=tuple(tensors[f"model_error_{k}"].numpy() for k in ("shift_normal", "shift_rhs",
+                                                                                       "shift_box"))
+                           if "model_error_shift_normal" in tensors else None)
 
 
 def load_emulator(path=None, device="auto") -> Emulator:

@@ -30,16 +30,18 @@ left over is treated as independent between pixels. Measured on the held-out spe
 S/N 50, the shift of the best fit that a star's residual alone causes is 1.8-2.5 times the
 noise's Cramér–Rao bound in Teff, log g, [Fe/H], C and O below 4800 K (0.3-1.0 times above
 5800 K), which is exactly the excess scatter of the injection test. :func:`label_shifts`
-measures that shift for every held-out spectrum, and :meth:`LocalModelError.label_covariance`
-gives their weighted second moment near a star: the fitter adds it to the noise's
-covariance of the labels, a systematic floor measured, not assumed.
+measures that shift for every held-out spectrum (from normal equations kept in the model
+file, :func:`shift_equations`, so that it is solved for the fit's own S/N, free labels and
+priors), and :meth:`LocalModelError.label_covariance` gives their weighted second moment
+near a star: the fitter adds it to the noise's covariance of the labels, a systematic
+floor measured, not assumed.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["estimate_model_error", "residuals", "leave_one_out", "error_basis", "projection_remainder",
-           "rms_error", "LocalModelError", "label_shifts"]
+__all__ = ["residuals", "leave_one_out", "error_basis", "projection_remainder",
+           "rms_error", "LocalModelError", "label_shifts", "shift_equations", "solve_shifts"]
 
 
 def residuals(emulator, labels: np.ndarray, flux: np.ndarray, batch: int = 128) -> np.ndarray:
@@ -48,12 +50,6 @@ def residuals(emulator, labels: np.ndarray, flux: np.ndarray, batch: int = 128) 
     labels = np.asarray(labels, float)
     out = np.concatenate([np.asarray(emulator(labels[i:i + batch]), float) for i in range(0, len(labels), batch)])
     return out - np.asarray(flux, float)
-
-
-def estimate_model_error(emulator, labels: np.ndarray, flux: np.ndarray, floor: float = 1e-4) -> np.ndarray:
-    """(W,) rms of emulator - engine per pixel over held-out spectra (normalized flux, at
-    least ``floor``). Pixels where a residual is non-finite are skipped in that spectrum."""
-    return rms_error(residuals(emulator, labels, flux), floor)
 
 
 def rms_error(r: np.ndarray, floor: float = 1e-4) -> np.ndarray:
@@ -120,9 +116,12 @@ class LocalModelError:
 
     residuals : (N, W) emulator - engine on held-out spectra; labels : (N, 32) theirs;
     remainders : (N, W) :func:`projection_remainder` of the residuals (computed if omitted);
-    shifts : (N, 32) or None, :func:`label_shifts` of the same spectra, for
+    shifts : None or :func:`shift_equations`' (F, g, box) of the same spectra, for
     :meth:`label_covariance`.
     """
+
+    #: below this many effective neighbours the label covariance leans on all the spectra
+    MIN_NEIGHBOURS = 10.0
 
     #: one unit of distance: 500 K, 1 dex in log g, 0.75 dex in [Fe/H] (on the 235 held-out
     #: spectra of 2026-12-06 a star then has ≈ 30-80 effective neighbours)
@@ -143,9 +142,14 @@ class LocalModelError:
                            else np.nan_to_num(np.asarray(remainders, float)))
         if self.remainders.shape != self.residuals.shape:
             raise ValueError(f"remainders {self.remainders.shape} do not match residuals {self.residuals.shape}")
-        self.shifts = None if shifts is None else np.nan_to_num(np.asarray(shifts, float))
-        if self.shifts is not None and self.shifts.shape != self.labels.shape:
-            raise ValueError(f"label shifts {self.shifts.shape} do not match the labels {self.labels.shape}")
+        self.shifts = None
+        if shifts is not None:
+            F, g, box = (np.nan_to_num(np.asarray(x, float)) for x in shifts)
+            n, k = self.labels.shape
+            if F.shape != (n, k, k) or g.shape != (n, k) or box.shape != (k,):
+                raise ValueError(f"label shift equations F {F.shape}, g {g.shape}, box {box.shape} do not match "
+                                 f"the labels {self.labels.shape}")
+            self.shifts = (F, g, box)
         self.floor, self.min_weight = float(floor), float(min_weight)
         names = L.label_names()
         self._idx = [names.index(k) for k in self.BANDWIDTH]
@@ -154,6 +158,8 @@ class LocalModelError:
     def weights(self, labels: np.ndarray) -> np.ndarray:
         """(N,) weight of each held-out spectrum for a star at ``labels`` (32,)."""
         x = np.asarray(labels, float).reshape(-1)[self._idx]
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"the model error needs finite Teff, log g and [Fe/H], got {x.tolist()}")
         d2 = (((self.labels[:, self._idx] - x) / self._h) ** 2).sum(1)
         return np.exp(-0.5 * (d2 - d2.min()))  # relative: the nearest spectrum weighs 1
 
@@ -172,63 +178,95 @@ class LocalModelError:
         scale = np.sqrt(np.clip(1.0 - rest2 / s2, 0.0, 1.0))
         return np.sqrt(rest2), np.sqrt(w)[:, None] * r * scale[None]
 
-    def label_covariance(self, labels: np.ndarray) -> np.ndarray | None:
-        """(32, 32) weighted second moment of the held-out spectra's :func:`label_shifts`
-        near ``labels`` (32,) (K, dex, km/s squared): the scatter the emulator's own error
-        adds to a fit there. None without shifts."""
+    def label_covariance(self, labels: np.ndarray, snr: float = 50.0, free=None,
+                         prior_precision: np.ndarray | None = None) -> np.ndarray | None:
+        """(32, 32) weighted second moment near ``labels`` (32,) of the label shifts the
+        held-out spectra's emulator errors cause in a fit at S/N ``snr`` over the ``free``
+        labels with the fit's priors (:func:`solve_shifts`): the scatter the emulator's own
+        error adds to a fit there (K, dex, km/s squared; zero rows for fixed labels).
+        With fewer than MIN_NEIGHBOURS effective neighbours it is blended with the moment
+        over all the spectra, so that a star at the edge of the grid never gets a floor
+        from one or two spectra. None without shift equations."""
         if self.shifts is None:
             return None
         w = self.weights(labels)
-        keep = w >= self.min_weight
+        n_eff = float(w.sum() ** 2 / (w**2).sum())
+        w = w / w.sum()
+        if n_eff < self.MIN_NEIGHBOURS:
+            a = n_eff / self.MIN_NEIGHBOURS
+            w = a * w + (1.0 - a) / len(w)
+        keep = w >= self.min_weight * w.max()
+        F, g, box = self.shifts
+        b = solve_shifts(F[keep], g[keep], box, snr=snr, free=free, prior_precision=prior_precision)
         w = w[keep] / w[keep].sum()
-        b = self.shifts[keep]
         return (b * w[:, None]).T @ b
 
 
-def label_shifts(emulator, labels: np.ndarray, flux: np.ndarray, masks="all", snr: float = 50.0,
-                 batch: int = 16) -> np.ndarray:
-    """(N, 32): for each engine spectrum ``flux`` (N, W) at ``labels`` (N, 32), the change of
-    the best-fit labels that the emulator's error alone causes, to first order: the
-    solution of (Jᵀ J snr² + P) δ = Jᵀ (y − m) snr² over the good pixels of the fit's
-    preprocessing (masks, pseudo-continuum), J the emulator's Jacobian of the normalized
-    model m at the true labels, all 32 labels free, noise 1/``snr`` per pixel. P holds a
-    weak Gaussian prior per label, the variance of a uniform distribution over the
-    emulator's domain (width²/12): a fit cannot leave that box, so an error along a label
-    the spectrum barely constrains moves it by at most about the box, not by the
-    unbounded linear solution. Labels the spectrum does not constrain at all get 0."""
+def shift_equations(emulator, labels: np.ndarray, flux: np.ndarray, masks="all", batch: int = 16
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first-order normal equations of a fit to each engine spectrum ``flux`` (N, W) at
+    ``labels`` (N, 32) by the emulator, at unit noise per pixel: (F (N, 32, 32) = Jᵀ J,
+    g (N, 32) = Jᵀ (y − m), box (32,)), over the good pixels of the fit's preprocessing
+    (masks, pseudo-continuum), J the Jacobian of the normalized model m at the true labels.
+    ``box`` is the precision 12/width² of a uniform distribution over the emulator's domain
+    per label: a fit cannot leave the box. :func:`solve_shifts` turns them into the shift of
+    the best fit that the emulator's error alone causes, for any S/N, free set and priors.
+    The spectra are the grid's, at rest with vbroad = 0: the shifts miss vbroad's
+    degeneracies with Teff and log g in broadened stars and the star's own masks."""
     import torch
 
+    from .. import labels as L
     from ..io import Spectrum
     from ..preprocess import prepare
-
-    from .. import labels as L
 
     labels, flux = np.asarray(labels, float), np.asarray(flux, float)
     wl = np.asarray(emulator.wavelength, float)
     lo, hi = np.array([lab.lo for lab in L.LABELS]), np.array([lab.hi for lab in L.LABELS])
-    box = getattr(emulator, "domain_box", None) or {}
-    for name, (a, b) in dict(box).items():
+    for name, (a, b) in dict(getattr(emulator, "domain_box", None) or {}).items():
         j = L.label_names().index(L.canonical_name(name))
         lo[j], hi[j] = max(lo[j], a), min(hi[j], b)
-    prior = 12.0 / np.maximum(hi - lo, 1e-12) ** 2
-    out = np.zeros_like(labels)
-    for s in range(0, len(labels), batch):
+    box = 12.0 / np.maximum(hi - lo, 1e-12) ** 2
+    n = len(labels)
+    F, g = np.zeros((n, labels.shape[1], labels.shape[1])), np.zeros_like(labels)
+    for s in range(0, n, batch):
         lab = labels[s:s + batch]
         f = np.asarray(emulator(lab), float)
         jac = np.asarray(emulator.jacobian(lab), float)
         for k in range(len(lab)):
-            spec = Spectrum(wl, flux[s + k], np.full(wl.size, 2500.0), np.zeros(wl.size, bool),
+            spec = Spectrum(wl, flux[s + k], np.ones(wl.size), np.zeros(wl.size, bool),
                             meta={"source": "held-out engine spectrum"})
             prep = prepare(spec, wl, float(getattr(emulator, "resolution", 1800.0)), masks=masks)
-            g = prep.good
-            cont = prep.continuum
-            ft = torch.as_tensor(f[k][None])
-            jt = torch.as_tensor(jac[k])
+            good, cont = prep.good, prep.continuum
+            ft, jt = torch.as_tensor(f[k][None]), torch.as_tensor(jac[k])
             cf = cont(ft)
             m = (ft / cf)[0].numpy()
-            dm = (jt / cf - ft * cont(jt) / cf**2).numpy()[:, g]        # (32, G)
-            F = dm @ dm.T * snr**2
-            ok = np.diag(F) > 1e-12 * np.diag(F).max()
-            Fo = F[np.ix_(ok, ok)] + np.diag(prior[ok])
-            out[s + k, ok] = np.linalg.solve(Fo, dm[ok] @ (prep.y[g] - m[g]) * snr**2)
+            dm = (jt / cf - ft * cont(jt) / cf**2).numpy()[:, good]        # (32, G)
+            F[s + k] = dm @ dm.T
+            g[s + k] = dm @ (prep.y[good] - m[good])
+    return F, g, box
+
+
+def solve_shifts(F: np.ndarray, g: np.ndarray, box: np.ndarray, snr: float = 50.0, free=None,
+                 prior_precision: np.ndarray | None = None) -> np.ndarray:
+    """(N, 32) label shifts from :func:`shift_equations`' (F, g, box) for noise 1/``snr``
+    per pixel: δ_f = (F_ff snr² + diag(box + prior)_f)⁻¹ g_f snr² over the ``free`` labels
+    (indices; default all), ``prior_precision`` (32,) the fit's own Gaussian priors (1/σ²,
+    0 where none). Fixed labels and labels the spectra do not constrain at all get 0."""
+    F, g, box = np.asarray(F, float), np.asarray(g, float), np.asarray(box, float)
+    free = np.arange(g.shape[1]) if free is None else np.asarray(free, int)
+    extra = box if prior_precision is None else box + np.asarray(prior_precision, float)
+    out = np.zeros_like(g)
+    s2 = float(snr) ** 2
+    for i in range(len(g)):
+        Fi = F[i][np.ix_(free, free)] * s2
+        ok = np.diag(Fi) > 1e-12 * max(np.diag(Fi).max(), 1e-300)
+        idx = free[ok]
+        out[i, idx] = np.linalg.solve(Fi[np.ix_(ok, ok)] + np.diag(extra[idx]), g[i, idx] * s2)
     return out
+
+
+def label_shifts(emulator, labels: np.ndarray, flux: np.ndarray, masks="all", snr: float = 50.0) -> np.ndarray:
+    """(N, 32): the first-order shift of the best fit, all labels free, at S/N ``snr``, that
+    the emulator's error alone causes on each engine spectrum (:func:`shift_equations`,
+    :func:`solve_shifts`)."""
+    return solve_shifts(*shift_equations(emulator, labels, flux, masks=masks), snr=snr)

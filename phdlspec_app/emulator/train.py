@@ -281,7 +281,8 @@ def attach_model_error(emu: Emulator, heldout: TrainingSet) -> Emulator:
     with ≥ 20 spectra, the same made star by star with the label shifts the error causes
     (``model_error_local``, :class:`~.model_error.LocalModelError`) from held-out engine
     spectra, and record them in the card."""
-    from .model_error import LocalModelError, error_basis, label_shifts, projection_remainder, residuals, rms_error
+    from .model_error import (LocalModelError, error_basis, projection_remainder, residuals, rms_error,
+                              shift_equations, solve_shifts)
 
     r = residuals(emu, heldout.labels, heldout.flux)
     emu.model_error = rms_error(r)
@@ -290,7 +291,8 @@ def attach_model_error(emu: Emulator, heldout: TrainingSet) -> Emulator:
     emu.model_error_local = None
     if len(r) >= 20:  # enough neighbours to make the error at each star from those near it
         emu.model_error_local = LocalModelError(r, heldout.labels, remainders=q,
-                                                shifts=label_shifts(emu, heldout.labels, heldout.flux))
+                                                shifts=shift_equations(emu, heldout.labels, heldout.flux))
+    shifts50 = None if emu.model_error_local is None else solve_shifts(*emu.model_error_local.shifts, snr=50.0)
     w = emu.wavelength
     emu.card["model_error"] = {
         "method": "per-pixel rms of emulator - engine over held-out grid spectra",
@@ -305,8 +307,8 @@ def attach_model_error(emu: Emulator, heldout: TrainingSet) -> Emulator:
             "bandwidth": dict(emu.model_error_local.BANDWIDTH),
             "median_effective_neighbours": float(np.median(
                 [emu.model_error_local.n_effective(x) for x in heldout.labels])),
-            "label_shift_rms": {n: float(np.sqrt(np.mean(emu.model_error_local.shifts[:, i] ** 2)))
-                                for i, n in enumerate(emu.label_names) if n in ("teff", "logg", "fe_h", "mg_fe")}},
+            "label_shift_rms_snr50": {n: float(np.sqrt(np.mean(shifts50[:, i] ** 2)))
+                                      for i, n in enumerate(emu.label_names) if n in ("teff", "logg", "fe_h", "mg_fe")}},
         "grid": heldout.source.get("grid")}
     return emu
 

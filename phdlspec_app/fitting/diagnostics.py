@@ -13,7 +13,8 @@ model observable at the best fit (per dex) and σ the pixel errors:
   ``dchi2_trend_profile``: the same with the other labels re-optimized, to second order:
   ((x − trend)/σ_CR)²;
 - ``crb``: the Cramér–Rao bound, √[(Jᵀ C⁻¹ J)⁻¹]_kk over all free labels (marginal), and
-  ``crb_conditional`` = 1/√[Jᵀ C⁻¹ J]_kk (others held fixed);
+  ``crb_conditional`` = 1/√[Jᵀ C⁻¹ J]_kk (others held fixed): what the spectrum holds, C the
+  noise and the model error's pixel covariance; the reported errors may add the emulator floor;
 - ``constrained``: crb ≤ ``max_crb`` dex (information accumulates over many weakly
   sensitive pixels, so the pixel count is reported, not required). Unconstrained elements are reported as flags, not as measurements.
 """

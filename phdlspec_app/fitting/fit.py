@@ -5,7 +5,8 @@ Pipeline: preprocess (``preprocess.prepare``) → RV and template first guess
 labels with Levenberg–Marquardt over all free labels in between, twice
 (``optimize.run_staged``), or CMA-ES over every free label then the LM polish
 (``cmaes_scope="all"``, ``optimize.run_cmaes``); the LM's Fisher matrix (the emulator's
-Jacobian) gives the Cramér–Rao covariance → optionally emcee (``mcmc.run_emcee``) →
+Jacobian) gives the Cramér–Rao covariance, to which the emulator's own error adds a floor
+when the model measures it (``Likelihood.emulator_floor``) → optionally emcee (``mcmc.run_emcee``) →
 per-element diagnostics (``diagnostics.element_diagnostics``) → flags.
 
 Deterministic given ``seed`` (CMA-ES, the walkers' start and emcee's moves all draw from
@@ -247,7 +248,8 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     # emulator's own error causes near this star; the model error in the likelihood still
     # weights the pixels, but its pixel-space covariance misses most of those shifts.
     floor = lik.emulator_floor(best)
-    cov = covariance(F) if floor is None else covariance(lik.noise_fisher(jac)) + floor
+    cov_lik = covariance(F)  # the likelihood's own: where the walkers start
+    cov = cov_lik if floor is None else covariance(lik.noise_fisher(jac)) + floor
     sig = np.sqrt(np.diag(cov))
     err_lo = np.zeros(32)
     err_hi = np.zeros(32)
@@ -258,19 +260,26 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
         from .mcmc import run_emcee
 
         t = time.perf_counter()
-        ok = np.isfinite(sig)
-        cov_start = np.where(np.isfinite(cov), cov, 0.0)
+        ok = np.isfinite(np.diag(cov_lik))
+        cov_start = np.where(np.isfinite(cov_lik), cov_lik, 0.0)
         cov_start[~ok, ~ok] = ((hi - lo)[~ok] * 0.05) ** 2
         mc = run_emcee(lik, theta, cov_start, lo, hi, seed=seed, nwalkers=nwalkers, n_tau=n_tau,
                        max_steps=mcmc_max_steps, keep_chain=keep_chain, progress=say, moves=mcmc_moves)
         timings["mcmc"] = time.perf_counter() - t
         best = lik.full(mc["median"])[0]
         floor = lik.emulator_floor(best)
-        add = 0.0 if floor is None else np.maximum(np.diag(floor), 0.0)
+        add = 0.0
+        if floor is not None:
+            # the chain already holds the model error's pixel covariance: add only what the
+            # floor asks for beyond it (to first order, the two errors' variances differ by
+            # [F⁻¹ − F_noise⁻¹]_kk at the same labels)
+            _, jac_b, F_b = lik.fisher(best)
+            pixel_part = np.diag(covariance(F_b)) - np.diag(covariance(lik.noise_fisher(jac_b)))
+            add = np.maximum(np.nan_to_num(np.diag(floor) - pixel_part, nan=0.0), 0.0)
         err_lo[free] = np.sqrt((mc["median"] - mc["p16"]) ** 2 + add)
         err_hi[free] = np.sqrt((mc["p84"] - mc["median"]) ** 2 + add)
         samples = mc.pop("samples")
-        cov = mc["covariance"] if floor is None else mc["covariance"] + floor
+        cov = mc["covariance"] + np.diag(add) if floor is not None else mc["covariance"]
         model, jac, F = lik.fisher(best)
     check_cancel(cancel)
     say("diagnostics", 0.0)

@@ -106,11 +106,6 @@ class Likelihood:
         """True when the model error depends on the labels (linearized about a star's)."""
         return self._A is not None or getattr(self.prep, "model_local", None) is not None
 
-    @property
-    def correlated_model_error(self) -> bool:
-        """True when χ² includes a correlated model error (``prep.model_basis``)."""
-        return self._A is not None
-
     def _quad(self, r: torch.Tensor) -> torch.Tensor:
         """rᵀ C⁻¹ r for residuals r (..., Pg) on the good pixels."""
         c = (r**2 * self._w).sum(-1)
@@ -249,10 +244,17 @@ class Likelihood:
 
     def emulator_floor(self, labels: np.ndarray) -> np.ndarray | None:
         """(ndim, ndim) covariance of the free labels that the emulator's own error adds at
-        ``labels`` (32,): the local second moment of the label shifts measured on held-out
-        spectra (``LocalModelError.label_covariance``). None when the model error has none."""
+        ``labels`` (32,): the local second moment of the label shifts the held-out spectra's
+        errors cause in a fit like this one (the observation's S/N, these free labels and
+        priors; ``LocalModelError.label_covariance``). None when the model error has none."""
         cov_of = getattr(getattr(self.prep, "model_local", None), "label_covariance", None)
-        C = cov_of(np.asarray(labels, float)) if cov_of is not None else None
+        if cov_of is None:
+            return None
+        prec = np.zeros(len(self.base))
+        for j, _, sig in self._prior_free:
+            prec[self.free[j]] += 1.0 / sig**2
+        snr = float(self.prep.snr) if np.isfinite(self.prep.snr) and self.prep.snr > 0 else 50.0
+        C = cov_of(np.asarray(labels, float), snr=snr, free=self.free, prior_precision=prec)
         return None if C is None else np.asarray(C, float)[np.ix_(self.free, self.free)]
 
     def names(self) -> list[str]:

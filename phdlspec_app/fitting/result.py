@@ -16,8 +16,9 @@ class FitResult:
 
     labels : {name: value} for all 32 labels (fixed ones at their fixed value); units K, dex, km/s
     err_lo, err_hi : {name: 1σ lower/upper error} (equal for CMA-ES, from the Cramér–Rao/
-        Laplace covariance; 16/84 percentiles for MCMC); 0 for fixed labels; inf where the data
-        carry no information
+        Laplace covariance; 16/84 percentiles for MCMC), with the emulator's own error added
+        in quadrature when the model measures it (``info["emulator_floor"]``); 0 for fixed
+        labels; inf where the data carry no information
     method : "cmaes", "mcmc" or "both" (values then are MCMC medians)
     chi2, chi2_reduced, n_pixels, n_free : fit quality (χ² over good pixels, dof = n − free)
     snr : median per-pixel S/N of the continuum-normalized observation
@@ -29,7 +30,8 @@ class FitResult:
     samples : (n, n_free) posterior draws (MCMC) for corner plots; chain if requested
     covariance : (n_free, n_free) covariance of the free labels in ``free_names`` order
         (units as the labels): the Cramér–Rao/Laplace inverse Fisher matrix for CMA-ES, the
-        chain's sample covariance when MCMC ran; None for results made elsewhere
+        chain's sample covariance when MCMC ran, each plus the emulator floor when there is
+        one; None for results made elsewhere
     meta : identifiers of the input (file, obsid, designation, ...); info : preprocessing details
     """
 
