@@ -165,8 +165,7 @@ class LocalModelError:
 
     def n_effective(self, labels: np.ndarray) -> float:
         """Kish's effective number of held-out spectra behind the error at ``labels``."""
-        w = self.weights(labels)
-        return float(w.sum() ** 2 / (w**2).sum())
+        return _kish(self.weights(labels))
 
     def __call__(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         w = self.weights(labels)
@@ -190,7 +189,7 @@ class LocalModelError:
         if self.shifts is None:
             return None
         w = self.weights(labels)
-        n_eff = float(w.sum() ** 2 / (w**2).sum())
+        n_eff = _kish(w)
         w = w / w.sum()
         if n_eff < self.MIN_NEIGHBOURS:
             a = n_eff / self.MIN_NEIGHBOURS
@@ -200,6 +199,11 @@ class LocalModelError:
         b = solve_shifts(F[keep], g[keep], box, snr=snr, free=free, prior_precision=prior_precision)
         w = w[keep] / w[keep].sum()
         return (b * w[:, None]).T @ b
+
+
+def _kish(w: np.ndarray) -> float:
+    """Kish's effective sample size of weights ``w``."""
+    return float(w.sum() ** 2 / (w**2).sum())
 
 
 def shift_equations(emulator, labels: np.ndarray, flux: np.ndarray, masks="all", batch: int = 16

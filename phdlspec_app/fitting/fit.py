@@ -267,20 +267,19 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
                        max_steps=mcmc_max_steps, keep_chain=keep_chain, progress=say, moves=mcmc_moves)
         timings["mcmc"] = time.perf_counter() - t
         best = lik.full(mc["median"])[0]
+        model, jac, F = lik.fisher(best)
         floor = lik.emulator_floor(best)
         add = 0.0
         if floor is not None:
             # the chain already holds the model error's pixel covariance: add only what the
             # floor asks for beyond it (to first order, the two errors' variances differ by
             # [F⁻¹ − F_noise⁻¹]_kk at the same labels)
-            _, jac_b, F_b = lik.fisher(best)
-            pixel_part = np.diag(covariance(F_b)) - np.diag(covariance(lik.noise_fisher(jac_b)))
+            pixel_part = np.diag(covariance(F)) - np.diag(covariance(lik.noise_fisher(jac)))
             add = np.maximum(np.nan_to_num(np.diag(floor) - pixel_part, nan=0.0), 0.0)
         err_lo[free] = np.sqrt((mc["median"] - mc["p16"]) ** 2 + add)
         err_hi[free] = np.sqrt((mc["p84"] - mc["median"]) ** 2 + add)
         samples = mc.pop("samples")
         cov = mc["covariance"] + np.diag(add) if floor is not None else mc["covariance"]
-        model, jac, F = lik.fisher(best)
     check_cancel(cancel)
     say("diagnostics", 0.0)
     t = time.perf_counter()
