@@ -20,7 +20,8 @@ never sets its weights or its floor; ``loo-corr``: the same split from all the o
 pixels; ``none``: the emulator is trusted exactly (as before 2026-12-03).
 
 Reports, per S/N and label: bias (median of fit − truth), scatter (robust: 1.4826 × MAD
-and plain std), and the calibration of the errors: std of (fit − truth)/error; the count
+and plain std), and the calibration of the errors: std of (fit − truth)/error, over all
+fits and over the fits that do not flag the label unconstrained; the count
 of elements with scatter ≤ 0.05 and ≤ 0.10 dex; the median fit time; with ``--crb`` the
 median Cramér–Rao bound per label (noise only, exact emulator, all labels free) and the
 count of elements whose bound is ≤ 0.05 / 0.10 dex, i.e. what any fitter could reach on
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
         sigma = _LeaveOneOut()
     out = {"grid": args.grid, "model_error": args.model_error, "model": str(args.model or "default"), "n": n, "method": args.method, "by_snr": {}}
     for snr in args.snr:
-        fits, errs, times = [], [], []
+        fits, errs, times, unconstrained = [], [], [], []
         for i in range(n):
             flux = clean[i] + rng.normal(0, 1.0 / snr, clean.shape[1])
             spec = Spectrum(held.wavelength, flux, np.full(flux.size, snr ** 2), np.zeros(flux.size, bool),
@@ -111,6 +112,7 @@ def main(argv=None) -> int:
             times.append(time.perf_counter() - t0)
             fits.append([r.labels[k] for k in names])
             errs.append([0.5 * (r.err_lo[k] + r.err_hi[k]) for k in names])
+            unconstrained.append(set(r.unconstrained()))
             if args.rows:
                 _append_row(args.rows, names, snr, i, truth[i], fits[-1], errs[-1], r, times[-1])
             print(f"S/N {snr:g}: {i + 1}/{n}", file=sys.stderr, flush=True)
@@ -124,6 +126,11 @@ def main(argv=None) -> int:
             per[k] = {"bias": float(np.median(dj[ok])), "scatter_mad": float(1.4826 * np.median(
                 np.abs(dj[ok] - np.median(dj[ok])))), "std": float(np.std(dj[ok])),
                 "pull_std": float(np.nanstd(pulls)) if np.isfinite(pulls).any() else None}
+            # over the fits that call the label a measurement (the rest are reported as NaN)
+            called = ok & np.array([k not in u for u in unconstrained])
+            pc = dj[called] / np.where(errs[called, j] > 0, errs[called, j], np.nan)
+            per[k].update({"n_constrained": int(called.sum()),
+                           "pull_std_constrained": float(np.nanstd(pc)) if np.isfinite(pc).any() else None})
         xfe = [lab.name for lab in L.abundance_labels() if lab.name != "fe_h"]
         out["by_snr"][f"{snr:g}"] = {
             "labels": per, "median_fit_s": statistics.median(times),

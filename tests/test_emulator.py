@@ -81,6 +81,26 @@ def test_domain_accepts_the_grid_and_names_what_is_outside():
         dom.contains(np.zeros((2, 5)))
 
 
+def test_label_bounds_are_schema_range_cut_by_the_training_box():
+    from types import SimpleNamespace
+
+    from phdlspec_app import labels as L
+    from phdlspec_app.emulator.domain import label_bounds
+
+    lo, hi = label_bounds()                    # no emulator: the default training domain
+    assert (lo[IDX["teff"]], hi[IDX["teff"]]) == (4000.0, 7000.0)
+    # vbroad and rv are applied analytically: the schema's own range stands
+    for name in ("vbroad", "rv"):
+        lab = L.LABELS[IDX[name]]
+        assert (lo[IDX[name]], hi[IDX[name]]) == (lab.lo, lab.hi)
+    emu = SimpleNamespace(domain_box={"teff": (3000.0, 5000.0), "mg_fe": (-0.1, 0.3)})
+    lo, hi = label_bounds(emu, {"vbroad": (0.0, 50.0), "teff": (0.0, 1.0)})
+    # the box wins over ``defaults``; the schema's range still cuts the box
+    assert (lo[IDX["teff"]], hi[IDX["teff"]]) == (max(3000.0, L.LABELS[IDX["teff"]].lo), 5000.0)
+    assert (lo[IDX["mg_fe"]], hi[IDX["mg_fe"]]) == (-0.1, 0.3)
+    assert (lo[IDX["vbroad"]], hi[IDX["vbroad"]]) == (0.0, 50.0)
+
+
 def _tiny_emulator(n_pix=200, seed=0):
     torch.manual_seed(seed)
     net = SpectrumTransformer(n_labels=len(INPUT_LABELS), n_pix=n_pix, d_model=16, n_heads=2, n_encoder=1,

@@ -16,7 +16,7 @@ import numpy as np
 from .. import labels as L
 from ..physics.grid import GridSpec, logg_envelope, galactic_trend
 
-__all__ = ["TrainingDomain"]
+__all__ = ["TrainingDomain", "label_bounds"]
 
 _IDX = {n: i for i, n in enumerate(L.label_names())}
 
@@ -89,3 +89,21 @@ class TrainingDomain:
             j = _IDX[name]
             bad[:, j] |= np.abs(x[:, j] - centre) > self.xfe_halfwidth + t
         return bad
+
+
+def label_bounds(emulator=None, defaults: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi), each (32,) in schema order and units: the schema's range intersected with
+    the emulator's training box (``emulator.domain_box``, a {name: (lo, hi)} dict, when it
+    has one, else the default :class:`TrainingDomain`'s). ``defaults`` {name: (lo, hi)}
+    bound labels the box leaves open (e.g. the fitter's cap on ``vbroad``). The one place
+    both the fitter's search box and the model-error shifts' domain prior come from."""
+    lo = np.array([lab.lo for lab in L.LABELS], dtype=float)
+    hi = np.array([lab.hi for lab in L.LABELS], dtype=float)
+    box = getattr(emulator, "domain_box", None)
+    box = dict(box) if box else TrainingDomain().box()
+    for name, bounds in (defaults or {}).items():
+        box.setdefault(name, bounds)
+    for name, (a, b) in box.items():
+        j = _IDX[L.canonical_name(name)]
+        lo[j], hi[j] = max(lo[j], a), min(hi[j], b)
+    return lo, hi

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .domain import label_bounds
+
 __all__ = ["residuals", "leave_one_out", "error_basis", "projection_remainder",
            "rms_error", "LocalModelError", "label_shifts", "shift_equations", "solve_shifts"]
 
@@ -225,10 +227,7 @@ def shift_equations(emulator, labels: np.ndarray, flux: np.ndarray, masks="all",
 
     labels, flux = np.asarray(labels, float), np.asarray(flux, float)
     wl = np.asarray(emulator.wavelength, float)
-    lo, hi = np.array([lab.lo for lab in L.LABELS]), np.array([lab.hi for lab in L.LABELS])
-    for name, (a, b) in dict(getattr(emulator, "domain_box", None) or {}).items():
-        j = L.label_names().index(L.canonical_name(name))
-        lo[j], hi[j] = max(lo[j], a), min(hi[j], b)
+    lo, hi = label_bounds(emulator)
     box = 12.0 / np.maximum(hi - lo, 1e-12) ** 2
     n = len(labels)
     F, g = np.zeros((n, labels.shape[1], labels.shape[1])), np.zeros_like(labels)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import labels as L
-from ..emulator.domain import TrainingDomain
+from ..emulator.domain import label_bounds
 from ..physics import grid as _grid
 from .likelihood import Likelihood, check_cancel
 
@@ -39,15 +39,7 @@ def search_box(emulator=None, vbroad_max: float = 100.0) -> tuple[np.ndarray, np
     ``emulator.domain.TrainingDomain``'s).
     ``vbroad`` is capped at ``vbroad_max`` km/s (above it R = 1800 spectra of FGK stars
     carry little more information and the search would waste evaluations)."""
-    lo = np.array([lab.lo for lab in L.LABELS])
-    hi = np.array([lab.hi for lab in L.LABELS])
-    box = getattr(emulator, "domain_box", None)
-    box = dict(box) if box else TrainingDomain().box()
-    box.setdefault("vbroad", (0.0, vbroad_max))
-    for name, (a, b) in box.items():
-        j = _IDX[L.canonical_name(name)]
-        lo[j], hi[j] = max(lo[j], a), min(hi[j], b)
-    return lo, hi
+    return label_bounds(emulator, {"vbroad": (0.0, vbroad_max)})
 
 
 def template_labels() -> np.ndarray:
