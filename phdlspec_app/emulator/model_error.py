@@ -221,7 +221,6 @@ def shift_equations(emulator, labels: np.ndarray, flux: np.ndarray, masks="all",
     degeneracies with Teff and log g in broadened stars and the star's own masks."""
     import torch
 
-    from .. import labels as L
     from ..io import Spectrum
     from ..preprocess import prepare
 

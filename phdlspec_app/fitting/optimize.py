@@ -34,11 +34,10 @@ TEMPLATES = ((5800.0, 4.4, 0.0), (4700.0, 2.5, -0.3), (6300.0, 4.1, -1.5), (4400
 
 
 def search_box(emulator=None, vbroad_max: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi), each (32,): schema range ∩ the emulator's training box (from
-    ``emulator.domain_box`` — a {name: (lo, hi)} dict — when it has one, else the default
-    ``emulator.domain.TrainingDomain``'s).
-    ``vbroad`` is capped at ``vbroad_max`` km/s (above it R = 1800 spectra of FGK stars
-    carry little more information and the search would waste evaluations)."""
+    """(lo, hi), each (32,): ``emulator.domain.label_bounds`` (schema range ∩ the
+    emulator's training box), with ``vbroad`` capped at ``vbroad_max`` km/s (above it
+    R = 1800 spectra of FGK stars carry little more information and the search would
+    waste evaluations)."""
     return label_bounds(emulator, {"vbroad": (0.0, vbroad_max)})
 
 
