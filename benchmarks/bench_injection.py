@@ -20,7 +20,8 @@ never sets its weights or its floor; ``loo-corr``: the same split from all the o
 pixels; ``none``: the emulator is trusted exactly (as before 2026-12-03).
 
 Reports, per S/N and label: bias (median of fit − truth), scatter (robust: 1.4826 × MAD
-and plain std), and the calibration of the errors: std of (fit − truth)/error, over all
+and plain std), and the calibration of the errors: std of (fit − truth)/error (the error on the side facing
+the truth when the two differ), over all
 fits and over the fits that do not flag the label unconstrained; the count
 of elements with scatter ≤ 0.05 and ≤ 0.10 dex; the median fit time; with ``--crb`` the
 median Cramér–Rao bound per label (noise only, exact emulator, all labels free) and the
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
         sigma = _LeaveOneOut()
     out = {"grid": args.grid, "model_error": args.model_error, "model": str(args.model or "default"), "n": n, "method": args.method, "by_snr": {}}
     for snr in args.snr:
-        fits, errs, times, unconstrained = [], [], [], []
+        fits, errs_lo, errs_hi, times, unconstrained = [], [], [], [], []
         for i in range(n):
             flux = clean[i] + rng.normal(0, 1.0 / snr, clean.shape[1])
             spec = Spectrum(held.wavelength, flux, np.full(flux.size, snr ** 2), np.zeros(flux.size, bool),
@@ -111,13 +112,16 @@ def main(argv=None) -> int:
                              cmaes_scope=args.scope, model_error=False if sigma is None else sigma[i])
             times.append(time.perf_counter() - t0)
             fits.append([r.labels[k] for k in names])
-            errs.append([0.5 * (r.err_lo[k] + r.err_hi[k]) for k in names])
+            errs_lo.append([r.err_lo[k] for k in names])
+            errs_hi.append([r.err_hi[k] for k in names])
             unconstrained.append(set(r.unconstrained()))
             if args.rows:
-                _append_row(args.rows, names, snr, i, truth[i], fits[-1], errs[-1], r, times[-1])
+                _append_row(args.rows, names, snr, i, truth[i], fits[-1], errs_lo[-1], errs_hi[-1], r, times[-1])
             print(f"S/N {snr:g}: {i + 1}/{n}", file=sys.stderr, flush=True)
-        fits, errs = np.array(fits), np.array(errs)
+        fits = np.array(fits)
         d = fits - truth
+        # asymmetric errors: the side that faces the truth (fit above the truth → the lower error)
+        errs = np.where(d > 0, np.array(errs_lo), np.array(errs_hi))
         per = {}
         for j, k in enumerate(names):
             dj = d[:, j]
@@ -137,7 +141,9 @@ def main(argv=None) -> int:
             "elements_le_0.05": sum(per[k]["scatter_mad"] <= 0.05 for k in xfe),
             "elements_le_0.10": sum(per[k]["scatter_mad"] <= 0.10 for k in xfe)}
         if args.crb:
-            crb = np.array([_noise_crb(emu, held.wavelength, clean[i], snr, truth[i]) for i in range(n)])
+            from information_limit import bound  # the Cramer-Rao bound, as information_limit.py reports it
+
+            crb = np.array([bound(emu, held.wavelength, clean[i], snr, truth[i]) for i in range(n)])
             med = np.nanmedian(crb, axis=0)
             for j, k in enumerate(names):
                 per[k]["crb_median"] = float(med[j]) if np.isfinite(med[j]) else None   # JSON has no NaN
@@ -150,22 +156,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _noise_crb(emu, wavelength, clean, snr, truth):
-    """(32,) marginal Cramer-Rao bound of every label (all free) at ``truth`` for noise
-    1/snr per pixel, through the fit's own preprocessing (masks, pseudo-continuum), with
-    an exact emulator: what the spectrum holds, whatever the fitter does."""
-    from phdlspec_app.fitting.diagnostics import covariance
-    from phdlspec_app.fitting.likelihood import Likelihood
-    from phdlspec_app.io import Spectrum
-    from phdlspec_app.preprocess import prepare
-
-    spec = Spectrum(wavelength, clean, np.full(clean.size, snr**2), np.zeros(clean.size, bool), meta={"source": "crb"})
-    prep = prepare(spec, emu.wavelength, float(getattr(emu, "resolution", 1800.0)))
-    lik = Likelihood(emu, prep, np.arange(truth.size), truth)
-    return np.sqrt(np.diag(covariance(lik.fisher(truth)[2])))
-
-
-def _append_row(path, names, snr, i, truth, fit, err, result, seconds):
+def _append_row(path, names, snr, i, truth, fit, err_lo, err_hi, result, seconds):
     import csv
     from pathlib import Path
 
@@ -174,9 +165,10 @@ def _append_row(path, names, snr, i, truth, fit, err, result, seconds):
         w = csv.writer(fh)
         if new:
             w.writerow(["snr", "index", "seconds", "chi2_reduced", "flags"] + [f"true_{k}" for k in names]
-                       + names + [f"{k}_err" for k in names])
+                       + names + [f"{k}_err_lo" for k in names] + [f"{k}_err_hi" for k in names])
         w.writerow([snr, i, f"{seconds:.3f}", f"{result.chi2_reduced:.4f}", ";".join(result.flags)]
-                   + [f"{v:.6g}" for v in truth] + [f"{v:.6g}" for v in fit] + [f"{v:.6g}" for v in err])
+                   + [f"{v:.6g}" for v in truth] + [f"{v:.6g}" for v in fit] + [f"{v:.6g}" for v in err_lo]
+                   + [f"{v:.6g}" for v in err_hi])
 
 
 if __name__ == "__main__":

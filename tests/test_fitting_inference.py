@@ -13,7 +13,9 @@ import torch
 
 from fitting_double import LineDouble, noisy_spectrum
 from phdlspec_app import labels as L
+from phdlspec_app.fitting.posterior import box_posterior, line_posterior
 from phdlspec_app.fitting.fit import FitCancelled, fit_spectrum
+from phdlspec_app.fitting.optimize import search_box
 
 torch.set_num_threads(1)
 TRUTH = {"teff": 5200.0, "logg": 3.9, "fe_h": -0.4, "rv": 37.0, "mg_fe": 0.2, "ca_fe": 0.1, "vmic": 1.3,
@@ -64,6 +66,32 @@ def test_element_without_lines_is_flagged_not_reported(full_fit):
     assert mg.dchi2_trend > 0 and row["mg_fe_crb"] == pytest.approx(mg.crb)
     assert row["obsid"] == "123" and row["designation"].startswith("J0000")
     assert {"chi2_reduced", "snr", "flags", "teff_err", "method"} <= set(row)
+    # no information: the posterior is the box itself, so the (unreported) value is its
+    # middle and the errors its 16/84 percentiles, not infinite
+    lo, hi = search_box(emu)
+    j = L.get_label("cu_fe").index
+    assert r.labels["cu_fe"] == pytest.approx(0.5 * (lo[j] + hi[j]))
+    assert r.err_lo["cu_fe"] == pytest.approx(0.34 * (hi[j] - lo[j]))
+
+
+def test_box_posterior_is_the_truncated_laplace_posterior():
+    from scipy.stats import truncnorm
+
+    theta = np.array([0.0, 0.45, 0.5, 6990.0, 0.1, -0.2])
+    sigma = np.array([0.05, 0.2, 0.3, 300.0, 5.0, np.inf])
+    lo = np.array([-0.5, -0.5, -0.5, 4000.0, 0.0, -0.5])
+    hi = np.array([0.5, 0.5, 0.5, 7000.0, 100.0, 0.9])
+    med, elo, ehi = box_posterior(theta, sigma, lo, hi)
+    for i in range(5):
+        a, b = (lo[i] - theta[i]) / sigma[i], (hi[i] - theta[i]) / sigma[i]
+        q16, q50, q84 = truncnorm.ppf([0.16, 0.5, 0.84], a, b, loc=theta[i], scale=sigma[i])
+        assert med[i] == pytest.approx(q50, rel=1e-6, abs=1e-9)
+        assert elo[i] == pytest.approx(q50 - q16, rel=1e-6) and ehi[i] == pytest.approx(q84 - q50, rel=1e-6)
+    # far from the edges it is θ ± σ; on an edge the median moves inside and the errors shrink
+    assert med[0] == pytest.approx(0.0, abs=1e-9) and elo[0] == pytest.approx(0.05 * 0.9945, rel=1e-3)
+    assert med[2] < 0.5 and elo[2] < 0.3 and ehi[2] < elo[2]
+    assert 6500 < med[3] < 6990 and ehi[3] < 300
+    assert med[5] == pytest.approx(0.2) and elo[5] == pytest.approx(0.34 * 1.4)
 
 
 def test_fixed_labels_and_priors(emu):
@@ -161,3 +189,51 @@ def test_masked_stretches_do_not_poison_the_chi2(emu):
     assert np.isfinite(r.chi2) and np.isfinite(r.chi2_reduced)
     assert abs(r.labels["teff"] - 5200) < 150
     assert all(np.isfinite(r.err_lo[n]) for n in ("teff", "logg", "fe_h"))
+
+
+def _quantiles_on_fine_grid(chi2, a, b, n=200001):
+    x = np.linspace(a, b, n)
+    p = np.exp(-0.5 * (chi2(x) - chi2(x).min()))
+    cdf = np.cumsum(p)
+    cdf /= cdf[-1]
+    return np.interp([0.16, 0.5, 0.84], cdf, x)
+
+
+def test_line_posterior_gaussian_limit_weak_line_and_floor():
+    # a correlated Gaussian: the profile line is exact, and the answer the truncated Laplace one
+    C = np.array([[0.04, 0.03], [0.03, 0.09]])
+    Fm = np.linalg.inv(C)
+    th = np.array([0.35, -0.1])
+
+    def quad(x):
+        r = np.atleast_2d(x) - th
+        return np.einsum("ni,ij,nj->n", r, Fm, r)
+
+    lo, hi = np.array([-0.5, -0.5]), np.array([0.5, 0.5])
+    sig = np.sqrt(np.diag(C))
+    med, elo, ehi = line_posterior(quad, th, C, sig, lo, hi, [0, 1], n_grid=201)
+    bm, bl, bh = box_posterior(th, sig, lo, hi)
+    assert med == pytest.approx(bm, abs=2e-3) and elo == pytest.approx(bl, abs=2e-3) and ehi == pytest.approx(bh, abs=2e-3)
+    # the emulator floor widens the reported errors: a Gaussian far from the box's edges,
+    # σ_lik 0.02, reported σ 0.04 → the errors are 0.04
+    Cs = C * 0.01
+    Fs = np.linalg.inv(Cs)
+    med, elo, ehi = line_posterior(lambda x: np.einsum("ni,ij,nj->n", x, Fs, x), np.zeros(2), Cs,
+                                   2 * np.sqrt(np.diag(Cs)), lo, hi, [0], n_grid=201)
+    assert med[0] == pytest.approx(0.0, abs=1e-3)
+    assert elo[0] == pytest.approx(0.04, rel=0.02) and ehi[0] == pytest.approx(0.04, rel=0.02)
+    # a weak line: depth ∝ 10^x, measured at x0 = 0.3 with noise that makes the Fisher σ
+    # at the optimum 0.1 dex; the lower side is far broader than that
+    x0 = 0.3
+    A = 1.0 / (0.1 * np.log(10) * 10**x0)
+
+    def weak(x):
+        return ((10 ** np.atleast_2d(x)[:, 0] - 10**x0) * A) ** 2
+
+    s_lik = 0.1
+    med, elo, ehi = line_posterior(weak, np.array([x0]), np.array([[s_lik**2]]), np.array([s_lik]),
+                                   np.array([-0.5]), np.array([0.5]), [0], n_grid=97, span=10.0)
+    q16, q50, q84 = _quantiles_on_fine_grid(lambda x: ((10**x - 10**x0) * A) ** 2, -0.5, 0.5)
+    assert med[0] == pytest.approx(q50, abs=0.01)
+    assert elo[0] == pytest.approx(q50 - q16, abs=0.01) and ehi[0] == pytest.approx(q84 - q50, abs=0.01)
+    assert elo[0] > 1.3 * ehi[0]  # asymmetric, as the Gaussian at the optimum is not

@@ -79,8 +79,15 @@ def test_mcmc_converges_and_agrees_with_the_cramer_rao_errors(emu, moves):
     for j, name in enumerate(lik_free):
         half = 0.5 * (r.err_lo[name] + r.err_hi[name])
         assert 0.8 < np.sqrt(cov[j, j]) / half < 1.25, name
-    # CMA-ES: the covariance is the inverse Fisher matrix behind the Cramér–Rao errors
-    assert np.allclose(np.sqrt(np.diag(r2.covariance)), [r2.err_lo[n] for n in lik_free], rtol=1e-9)
+    # CMA-ES: the covariance is the inverse Fisher matrix behind the Cramér–Rao errors; a
+    # well-measured [X/Fe] far from its window's edges gets the same from its line posterior
+    sd = dict(zip(lik_free, np.sqrt(np.diag(r2.covariance))))
+    for name in lik_free:
+        if name == "mg_fe":
+            assert r2.err_lo[name] == pytest.approx(sd[name], rel=0.03)
+            assert r2.err_hi[name] == pytest.approx(sd[name], rel=0.03)
+        else:
+            assert r2.err_lo[name] == pytest.approx(sd[name], rel=1e-9)
     # walker traces and the τ history, for the app's trace and autocorrelation plots
     T, W, D = m["trace"].shape
     assert D == len(lik_free) and W == min(m["nwalkers"], 16) and 2 <= T <= 400

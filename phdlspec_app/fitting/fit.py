@@ -28,6 +28,7 @@ from ..io import Spectrum, read_spectrum
 from .diagnostics import covariance, element_diagnostics
 from .likelihood import FitCancelled, Likelihood, check_cancel
 from .optimize import levenberg_marquardt, run_cmaes, run_staged, rv_first_guess, search_box
+from .posterior import line_posterior
 from ..preprocess import FitInputError, prepare
 from .result import FitResult
 
@@ -254,6 +255,19 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     err_lo = np.zeros(32)
     err_hi = np.zeros(32)
     err_lo[free] = err_hi[free] = sig
+    # [X/Fe]: report the posterior inside the emulator's window along each one's profile
+    # line (median, 16/84 percentiles; ``posterior.line_posterior``), as emcee would on the
+    # same flat prior: a weak line's Fisher σ at an upward-fluctuated optimum is several
+    # times too small below, and the window cuts the Gaussian. The other labels are
+    # Gaussian where they are measured, and their boxes (vbroad's 0–100 km/s cap, rv's
+    # ±100 km/s about the scan) only bound the search: a flat prior over them would pull an
+    # unresolved vbroad to tens of km/s (measured).
+    reported = best.copy()
+    ab = np.nonzero([L.LABELS[i].group != "atmosphere" for i in free])[0]  # the [X/Fe]
+    if ab.size:
+        check_cancel(cancel)
+        reported[free[ab]], err_lo[free[ab]], err_hi[free[ab]] = line_posterior(
+            lik.objective, theta, cov_lik, sig, lo, hi, ab)
     mc = None
     samples = None
     if method in ("mcmc", "both"):
@@ -267,6 +281,7 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
                        max_steps=mcmc_max_steps, keep_chain=keep_chain, progress=say, moves=mcmc_moves)
         timings["mcmc"] = time.perf_counter() - t
         best = lik.full(mc["median"])[0]
+        reported = best
         model, jac, F = lik.fisher(best)
         floor = lik.emulator_floor(best)
         add = 0.0
@@ -325,7 +340,7 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     if floor is not None:
         info["emulator_floor"] = {n: float(np.sqrt(max(floor[j, j], 0.0))) for j, n in enumerate(lik.names())}
     return FitResult(
-        labels=L.to_dict(best), err_lo=err_lo_d, err_hi=err_hi_d, method=method, chi2=chi2,
+        labels=L.to_dict(reported), err_lo=err_lo_d, err_hi=err_hi_d, method=method, chi2=chi2,
         chi2_reduced=float(chi2_red), n_pixels=prep.n_good, n_free=lik.ndim, snr=prep.snr, flags=flags,
         elements=elements, fixed=sorted(fix), priors={k: v for k, v in priors.items()},
         free_names=lik.names(), wavelength=prep.wavelength, observed=prep.y, model=np.asarray(model),
