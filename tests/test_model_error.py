@@ -436,7 +436,11 @@ def test_the_emulator_floor_adds_to_the_noise_error():
     plain = fit_spectrum(s, emu, fix=QUICK_FIX, seed=2, cmaes_evals=600, model_error=False)
     floored = fit_spectrum(s, emu, fix=QUICK_FIX, seed=2, cmaes_evals=600, model_error=(tiny, None, floor))
     assert floored.err_lo["teff"] == pytest.approx(np.hypot(plain.err_lo["teff"], 30.0), rel=0.02)
-    assert floored.err_lo["mg_fe"] == pytest.approx(np.hypot(plain.err_lo["mg_fe"], 0.05), rel=0.02)
+    # [Mg/Fe] is reported from its line posterior (fitting.posterior), which may only widen the
+    # Gaussian of the noise bound and the floor (tested in test_fitting_inference): within a few
+    # per cent of it here
+    for side in (floored.err_lo, floored.err_hi):
+        assert side["mg_fe"] == pytest.approx(np.hypot(plain.err_lo["mg_fe"], 0.05), rel=0.04)
     assert floored.err_lo["logg"] == pytest.approx(plain.err_lo["logg"], rel=0.02)
     assert floored.info["emulator_floor"]["teff"] == pytest.approx(30.0)
     assert floored.info["emulator_floor"]["mg_fe"] == pytest.approx(0.05)
