@@ -255,10 +255,11 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     err_lo = np.zeros(32)
     err_hi = np.zeros(32)
     err_lo[free] = err_hi[free] = sig
-    # [X/Fe]: report the posterior inside the emulator's window along each one's profile
-    # line (median, 16/84 percentiles; ``posterior.line_posterior``), as emcee would on the
-    # same flat prior: a weak line's Fisher σ at an upward-fluctuated optimum is several
-    # times too small below, and the window cuts the Gaussian. The other labels are
+    # [X/Fe]: report the posterior inside the search box (the emulator's [X/Fe] window over
+    # all [Fe/H]) along each one's profile line (median, 16/84 percentiles;
+    # ``posterior.line_posterior``), as emcee would on the same flat prior: a weak line's
+    # Fisher σ at an upward-fluctuated optimum is several times too small below, and the
+    # box cuts the Gaussian. The other labels are
     # Gaussian where they are measured, and their boxes (vbroad's 0–100 km/s cap, rv's
     # ±100 km/s about the scan) only bound the search: a flat prior over them would pull an
     # unresolved vbroad to tens of km/s (measured).

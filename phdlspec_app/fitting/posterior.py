@@ -4,7 +4,7 @@ A Gaussian about the optimum (the Laplace approximation, Cramér–Rao covarianc
 a well-measured label. It fails for a weak abundance in two ways, both measured on
 injected engine spectra (BENCHMARKS.md, 2026-12-06, session 18):
 
-- the emulator's window ([X/Fe] within ±0.5 dex of the Galactic trend) cuts the Gaussian,
+- the search box ([X/Fe] within ±0.5 dex of the Galactic trend, the emulator's window) cuts the Gaussian,
   so θ ± σ overstates the error and θ is not the posterior's middle;
 - a weak line's strength grows as 10^[X/Fe]: at an optimum that noise pushed upward the
   line looks strong and the Fisher σ is several times too small on the lower side (an
@@ -72,7 +72,7 @@ def line_posterior(objective, theta, cov, sigma, lo, hi, which, n_grid: int = 49
     objective : callable (N, n) free-label vectors → (N,) χ² (+ prior terms), e.g.
         ``Likelihood.objective``; non-finite values count as zero probability
     theta : (n,) the optimum; cov : (n, n) the likelihood's covariance there (inverse Fisher)
-    sigma : (n,) the errors to report for a Gaussian (≥ √cov_kk: noise plus emulator floor)
+    sigma : (n,) the errors to report for a Gaussian (the noise bound plus the emulator floor)
     lo, hi : (n,) the box; which : indices into the n free labels
     n_grid, span : points per line, over θ_k ± span·max(σ_lik, σ) ∩ the box
 
