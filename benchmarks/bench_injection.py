@@ -58,9 +58,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", help="write every fit (truth, fit, error, flags, time) to this CSV as it goes")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from information_limit import bound, injected  # benchmarks/ is on sys.path when run as a script
+
     from phdlspec_app import labels as L
     from phdlspec_app.emulator import load_emulator
-    from phdlspec_app.emulator.broadening import broaden_and_shift
     from phdlspec_app.emulator.train import load_training_set
     from phdlspec_app.fitting import fit_spectrum
     from phdlspec_app.io import Spectrum
@@ -70,12 +71,7 @@ def main(argv=None) -> int:
     held = load_training_set(args.grid, heldout=True)
     n = min(args.n, len(held.labels))
     rng = np.random.default_rng(args.seed)
-    truth = held.labels[:n].copy()
-    truth[:, names.index("rv")] = rng.uniform(-100, 100, n)
-    truth[:, names.index("vbroad")] = rng.uniform(0, 20, n)
-    clean = broaden_and_shift(torch.as_tensor(held.flux[:n], dtype=torch.float64),
-                              torch.as_tensor(truth[:, names.index("vbroad")]),
-                              torch.as_tensor(truth[:, names.index("rv")])).numpy()
+    truth, clean = injected(held, n, rng)  # the same stars information_limit.py bounds
     sigma = None
     if args.model_error == "loo":
         from phdlspec_app.emulator.model_error import leave_one_out, residuals
@@ -141,8 +137,6 @@ def main(argv=None) -> int:
             "elements_le_0.05": sum(per[k]["scatter_mad"] <= 0.05 for k in xfe),
             "elements_le_0.10": sum(per[k]["scatter_mad"] <= 0.10 for k in xfe)}
         if args.crb:
-            from information_limit import bound  # the Cramer-Rao bound, as information_limit.py reports it
-
             crb = np.array([bound(emu, held.wavelength, clean[i], snr, truth[i]) for i in range(n)])
             med = np.nanmedian(crb, axis=0)
             for j, k in enumerate(names):

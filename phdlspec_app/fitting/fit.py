@@ -259,13 +259,13 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     # all [Fe/H]) along each one's profile line (median, 16/84 percentiles;
     # ``posterior.line_posterior``), as emcee would on the same flat prior: a weak line's
     # Fisher σ at an upward-fluctuated optimum is several times too small below, and the
-    # box cuts the Gaussian. The other labels are
-    # Gaussian where they are measured, and their boxes (vbroad's 0–100 km/s cap, rv's
-    # ±100 km/s about the scan) only bound the search: a flat prior over them would pull an
-    # unresolved vbroad to tens of km/s (measured).
+    # box cuts the Gaussian. The other labels are Gaussian where they are measured, and
+    # their boxes (vbroad's 0–100 km/s cap, rv's ±100 km/s about the scan) only bound the
+    # search: a flat prior over them would pull an unresolved vbroad to tens of km/s
+    # (measured). With MCMC the chain's percentiles replace all of this, so it is skipped.
     reported = best.copy()
     ab = np.nonzero([L.LABELS[i].group != "atmosphere" for i in free])[0]  # the [X/Fe]
-    if ab.size:
+    if ab.size and method == "cmaes":
         check_cancel(cancel)
         reported[free[ab]], err_lo[free[ab]], err_hi[free[ab]] = line_posterior(
             lik.objective, theta, cov_lik, sig, lo, hi, ab)

@@ -4,8 +4,8 @@ A Gaussian about the optimum (the Laplace approximation, Cramér–Rao covarianc
 a well-measured label. It fails for a weak abundance in two ways, both measured on
 injected engine spectra (BENCHMARKS.md, 2026-12-06, session 18):
 
-- the search box ([X/Fe] within ±0.5 dex of the Galactic trend, the emulator's window) cuts the Gaussian,
-  so θ ± σ overstates the error and θ is not the posterior's middle;
+- the search box ([X/Fe] within ±0.5 dex of the Galactic trend, the emulator's window)
+  cuts the Gaussian, so θ ± σ overstates the error and θ is not the posterior's middle;
 - a weak line's strength grows as 10^[X/Fe]: at an optimum that noise pushed upward the
   line looks strong and the Fisher σ is several times too small on the lower side (an
   F star's Ce: σ = 0.12 dex at the optimum, 0.5 dex at the truth).
@@ -17,9 +17,10 @@ and reports the median and 16/84 percentiles, each error no smaller than the tru
 Gaussian's (:func:`box_posterior`) so that the line's shape can widen an error, never
 narrow it below the Cramér–Rao bound plus the floor. When the reported errors carry the
 emulator floor, the line's log-likelihood is scaled by (σ_lik/σ_rep)², which turns a
-Gaussian of width σ_lik into one of exactly the reported σ_rep (noise plus floor). For a Gaussian χ² it reduces to
-:func:`box_posterior`, the truncated Laplace posterior. This is what emcee reports on the
-same flat prior, at a fraction of the cost, without the other labels' full marginalization.
+Gaussian of width σ_lik into one of exactly the reported σ_rep (noise plus floor). For a
+Gaussian χ² it reduces to :func:`box_posterior`, the truncated Laplace posterior. This is
+what emcee reports on the same flat prior, at a fraction of the cost, without the other
+labels' full marginalization.
 """
 from __future__ import annotations
 

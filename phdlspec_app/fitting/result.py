@@ -15,14 +15,13 @@ class FitResult:
     """The labels of one star with their uncertainties and diagnostics.
 
     labels : {name: value} for all 32 labels (fixed ones at their fixed value); units K, dex, km/s.
-        CMA-ES: the optimum, except [X/Fe], which are the medians of the Laplace posterior
-        (Gaussian about the optimum, Cramér–Rao covariance) truncated to the emulator's
-        window — the optimum itself unless the window cuts it (``diagnostics.box_posterior``).
-        MCMC: the chain's medians
-    err_lo, err_hi : {name: 1σ lower/upper error}: the Laplace σ (CMA-ES; for [X/Fe] the
-        16/84 percentiles of the truncated posterior) or the chain's 16/84 percentiles, with the emulator's
-        own error added in quadrature when the model measures it (``info["emulator_floor"]``);
-        0 for fixed labels
+        CMA-ES: the optimum, except [X/Fe], which are the medians of their posterior along
+        the profile line inside the search box (``posterior.line_posterior``) — the optimum
+        itself for a well-measured element away from the box's edges. MCMC: the chain's medians
+    err_lo, err_hi : {name: 1σ lower/upper error}: CMA-ES, the Cramér–Rao σ (for [X/Fe] the
+        16/84 percentiles of the line posterior, never narrower than that σ cut by the box);
+        MCMC, the chain's 16/84 percentiles; with the emulator's own error added in
+        quadrature when the model measures it (``info["emulator_floor"]``); 0 for fixed labels
     method : "cmaes", "mcmc" or "both" (values then are MCMC medians)
     chi2, chi2_reduced, n_pixels, n_free : fit quality (χ² over good pixels, dof = n − free)
     snr : median per-pixel S/N of the continuum-normalized observation
