@@ -4,11 +4,14 @@ The injected spectra are the held-out part of the training grid (every 11th spec
 ``phdlspec grid``, never trained on): engine spectra at R = 1800 on the LAMOST grid.
 Each gets a random ``rv`` (±100 km/s, applied with the emulator's exact Fourier shift)
 and ``vbroad`` (0–20 km/s), then Gaussian noise at S/N 20, 50 and 100 (per pixel, of the
-normalized flux). They are fitted with ``fit_spectrum`` (CMA-ES + polish, or
-``--method both``).
+normalized flux; with ``--noise lamost`` the S/N is LAMOST's g-band ``snrg`` and each pixel's
+follows the median shape of the real LAMOST spectra in the data directory,
+``information_limit.lamost_snr_profile``: about 0.2 of it below 4000 Å, 2 in the red).
+They are fitted with ``fit_spectrum`` (CMA-ES + polish, or ``--method both``).
 
     .venv/bin/python benchmarks/bench_injection.py --grid assets/grid [--model PATH] [--n 200] [--snr 20 50 100]
         [--cmaes-evals 3000] [--scope all|atmosphere] [--rows rows.csv] [--model-error loo-local|loo-corr|loo|none] [--crb]
+        [--noise flat|lamost] [--data-dir SHARED]
 
 ``--model-error loo-local`` (default): the likelihood adds the emulator's error, correlated
 part and uncorrelated remainder, made at each star from the held-out residuals nearest it
@@ -55,10 +58,14 @@ def main(argv=None) -> int:
     ap.add_argument("--crb", action="store_true",
                     help="also the Cramer-Rao bound at the truth with the noise alone (all labels free, the fit's "
                          "masks and pseudo-continuum): how close the fits come to what the spectrum holds")
+    ap.add_argument("--noise", choices=["flat", "lamost"], default="flat",
+                    help="flat: the same S/N in every pixel; lamost: S/N is the g band's, shaped like real LAMOST spectra")
+    ap.add_argument("--data-dir", help="the shared data directory (for --noise lamost)")
     ap.add_argument("--rows", help="write every fit (truth, fit, error, flags, time) to this CSV as it goes")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from information_limit import bound, injected  # benchmarks/ is on sys.path when run as a script
+    # benchmarks/ is on sys.path when run as a script
+    from information_limit import bound, injected, lamost_snr_profile
 
     from phdlspec_app import labels as L
     from phdlspec_app.emulator import load_emulator
@@ -96,13 +103,19 @@ def main(argv=None) -> int:
                                                             np.delete(eqs[1], i, axis=0), eqs[2]))
 
         sigma = _LeaveOneOut()
-    out = {"grid": args.grid, "model_error": args.model_error, "model": str(args.model or "default"), "n": n, "method": args.method, "by_snr": {}}
-    for snr in args.snr:
+    out = {"grid": args.grid, "model_error": args.model_error, "model": str(args.model or "default"), "n": n,
+           "method": args.method, "noise": args.noise, "by_snr": {}}
+    shape = 1.0
+    if args.noise == "lamost":
+        shape, n_spec = lamost_snr_profile(emu, args.data_dir)
+        out["lamost_profile_spectra"] = n_spec
+    for snr_g in args.snr:
+        snr = snr_g * shape  # per pixel
         fits, errs_lo, errs_hi, times, unconstrained = [], [], [], [], []
         for i in range(n):
-            flux = clean[i] + rng.normal(0, 1.0 / snr, clean.shape[1])
-            spec = Spectrum(held.wavelength, flux, np.full(flux.size, snr ** 2), np.zeros(flux.size, bool),
-                            meta={"source": f"heldout[{i}] S/N {snr:g}"})
+            flux = clean[i] + rng.normal(0, 1.0, clean.shape[1]) * (1.0 / snr)  # = normal(0, 1/snr)
+            spec = Spectrum(held.wavelength, flux, np.broadcast_to(snr ** 2, flux.shape).copy(),
+                            np.zeros(flux.size, bool), meta={"source": f"heldout[{i}] S/N {snr_g:g}"})
             t0 = time.perf_counter()
             r = fit_spectrum(spec, emu, method=args.method, seed=args.seed + i, cmaes_evals=args.cmaes_evals,
                              cmaes_scope=args.scope, model_error=False if sigma is None else sigma[i])
@@ -112,8 +125,8 @@ def main(argv=None) -> int:
             errs_hi.append([r.err_hi[k] for k in names])
             unconstrained.append(set(r.unconstrained()))
             if args.rows:
-                _append_row(args.rows, names, snr, i, truth[i], fits[-1], errs_lo[-1], errs_hi[-1], r, times[-1])
-            print(f"S/N {snr:g}: {i + 1}/{n}", file=sys.stderr, flush=True)
+                _append_row(args.rows, names, snr_g, i, truth[i], fits[-1], errs_lo[-1], errs_hi[-1], r, times[-1])
+            print(f"S/N {snr_g:g}: {i + 1}/{n}", file=sys.stderr, flush=True)
         fits = np.array(fits)
         d = fits - truth
         # asymmetric errors: the side that faces the truth (fit above the truth → the lower error)
@@ -131,8 +144,8 @@ def main(argv=None) -> int:
             pc = dj[called] / np.where(errs[called, j] > 0, errs[called, j], np.nan)
             per[k].update({"n_constrained": int(called.sum()),
                            "pull_std_constrained": float(np.nanstd(pc)) if np.isfinite(pc).any() else None})
-        xfe = [lab.name for lab in L.abundance_labels() if lab.name != "fe_h"]
-        out["by_snr"][f"{snr:g}"] = {
+        xfe = [lab.name for lab in L.xfe_labels()]
+        out["by_snr"][f"{snr_g:g}"] = {
             "labels": per, "median_fit_s": statistics.median(times),
             "elements_le_0.05": sum(per[k]["scatter_mad"] <= 0.05 for k in xfe),
             "elements_le_0.10": sum(per[k]["scatter_mad"] <= 0.10 for k in xfe)}
@@ -143,7 +156,7 @@ def main(argv=None) -> int:
                 per[k]["crb_median"] = float(med[j]) if np.isfinite(med[j]) else None   # JSON has no NaN
                 per[k]["scatter_over_crb"] = (per[k]["scatter_mad"] / float(med[j])
                                               if np.isfinite(med[j]) and med[j] > 0 else None)
-            out["by_snr"][f"{snr:g}"].update({
+            out["by_snr"][f"{snr_g:g}"].update({
                 "crb_elements_le_0.05": int(sum(med[names.index(k)] <= 0.05 for k in xfe)),
                 "crb_elements_le_0.10": int(sum(med[names.index(k)] <= 0.10 for k in xfe))})
     print(json.dumps(out, indent=1))

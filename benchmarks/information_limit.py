@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     from phdlspec_app.emulator.train import load_training_set
 
     names = L.label_names()
-    xfe = [lab.name for lab in L.abundance_labels() if lab.name != "fe_h"]
+    xfe = [lab.name for lab in L.xfe_labels()]
     emu = load_emulator(args.model, device="cpu")
     held = load_training_set(args.grid, heldout=True)
     n = len(held.labels)

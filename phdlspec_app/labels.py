@@ -33,6 +33,7 @@ __all__ = [
     "label_names",
     "get_label",
     "abundance_labels",
+    "xfe_labels",
     "canonical_name",
     "defaults",
     "to_vector",
@@ -184,6 +185,11 @@ def get_label(name: str) -> Label:
 def abundance_labels() -> list[Label]:
     """``fe_h`` and the 26 ``x_fe`` labels, each with its :class:`Element`."""
     return [lab for lab in LABELS if lab.element is not None]
+
+
+def xfe_labels() -> list[Label]:
+    """The 26 ``x_fe`` labels ([X/Fe], dex): the abundance labels other than ``fe_h``."""
+    return [lab for lab in LABELS if lab.element is not None and lab.name != "fe_h"]
 
 
 # Aliases used by catalogs and by people: APOGEE (TEFF, M_H, MG_FE), GALAH

@@ -66,6 +66,11 @@ def test_element_without_lines_is_flagged_not_reported(full_fit):
     assert mg.dchi2_trend > 0 and row["mg_fe_crb"] == pytest.approx(mg.crb)
     assert row["obsid"] == "123" and row["designation"].startswith("J0000")
     assert {"chi2_reduced", "snr", "flags", "teff_err", "method"} <= set(row)
+    # CMA-ES rows: one error for the Gaussian atmosphere, both sides for the [X/Fe]
+    assert "teff_err_lo" not in row
+    assert row["mg_fe_err_lo"] == pytest.approx(r.err_lo["mg_fe"])
+    assert row["mg_fe_err_hi"] == pytest.approx(r.err_hi["mg_fe"])
+    assert row["mg_fe_err"] == pytest.approx(0.5 * (r.err_lo["mg_fe"] + r.err_hi["mg_fe"]))
     # no information: the posterior is the box itself, so the (unreported) value is its
     # middle and the errors its 16/84 percentiles, not infinite
     lo, hi = search_box(emu)
@@ -254,3 +259,35 @@ def test_line_posterior_never_narrower_than_the_cramer_rao_gaussian():
     q16, q50, q84 = _quantiles_on_fine_grid(lambda x: (x / 0.1) ** 2 + (x / 0.05) ** 4, -0.5, 0.5)
     assert q84 - q50 < 0.07 and med[0] == pytest.approx(0.0, abs=1e-3)
     assert elo[0] == pytest.approx(0.1 * 0.9945, rel=1e-3) and ehi[0] == pytest.approx(0.1 * 0.9945, rel=1e-3)
+
+
+def test_line_posterior_follows_a_bent_profile_valley_when_refined():
+    # χ² = (h(x0)/0.3)² + ((x1 − 2 x0²)/0.05)²: the other label's conditional optimum bends
+    # away from the straight profile line (x1 = 0 at the optimum's curvature), so the line
+    # alone sees a steep quartic wall; the profile is (h(x0)/0.3)², wider above (h = ln(1 + x0)).
+    # ``refine`` moves x1 to its conditional optimum as ``Likelihood.profile_step`` does.
+    def h(x):
+        return np.log1p(x)
+
+    def chi2(x):
+        x = np.atleast_2d(x)
+        return (h(x[:, 0]) / 0.3) ** 2 + ((x[:, 1] - 2.0 * x[:, 0] ** 2) / 0.05) ** 2
+
+    def refine(X, held):
+        Y = np.array(X, float)
+        Y[held == 0, 1] = 2.0 * Y[held == 0, 0] ** 2
+        return chi2(X), Y
+
+    th, cov, lo, hi = np.zeros(2), np.diag([0.09, 0.0025]), np.array([-0.9, -1.0]), np.array([1.5, 5.0])
+    args = (chi2, th, cov, np.sqrt(np.diag(cov)), lo, hi, [0])
+    q16, q50, q84 = _quantiles_on_fine_grid(lambda x: (h(x) / 0.3) ** 2, -0.9, 1.5)
+    med, elo, ehi = line_posterior(*args, n_grid=97, span=8.0, refine=refine)
+    assert med[0] == pytest.approx(q50, abs=0.01)
+    # below, h is steeper than x: the profile is narrower there, so the Gaussian floor rules
+    floor_lo = box_posterior([0.0], [0.3], [-0.9], [1.5])[1][0]
+    assert q50 - q16 < floor_lo and elo[0] == pytest.approx(floor_lo, rel=1e-6)
+    assert ehi[0] == pytest.approx(q84 - q50, abs=0.01)
+    assert ehi[0] > 1.15 * 0.3  # wider above than the Cramér–Rao 0.3
+    # the straight line: the quartic wall, so only the Gaussian floor's 0.3 remains
+    _, _, ehi_line = line_posterior(*args, n_grid=97, span=8.0)
+    assert ehi_line[0] < 0.31 and ehi[0] > ehi_line[0] + 0.04

@@ -18,6 +18,9 @@ def test_each_abundance_label_knows_its_element():
     z = {lab.element.symbol: lab.element.Z for lab in L.abundance_labels()}
     assert z["Fe"] == 26 and z["Mg"] == 12 and z["Eu"] == 63 and z["K"] == 19 and z["Nd"] == 60
     assert len(L.abundance_labels()) == 27
+    xfe = [lab.name for lab in L.xfe_labels()]
+    assert len(xfe) == 26 and "fe_h" not in xfe and all(n.endswith("_fe") for n in xfe)
+    assert xfe == [lab.name for lab in L.abundance_labels()][1:]  # schema order, after [Fe/H]
     assert {lab.element.symbol for lab in L.LABELS if lab.element and lab.element.alpha} == {"O", "Mg", "Si", "Ca", "Ti"}
     assert L.get_label("teff").element is None
 

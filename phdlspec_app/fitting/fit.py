@@ -113,6 +113,10 @@ def _load(emulator, device):
     return emulator
 
 
+#: follow each [X/Fe]'s profile valley with one Gauss–Newton step (posterior.line_posterior)
+PROFILE_REFINE = True
+
+
 def model_error_terms(emulator, model_error=True):
     """(sigma (P,) or None, basis (K, P) or None, local or None): the model error
     ``fit_spectrum`` adds to the noise for its ``model_error`` argument (True: the
@@ -264,11 +268,13 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     # search: a flat prior over them would pull an unresolved vbroad to tens of km/s
     # (measured). With MCMC the chain's percentiles replace all of this, so it is skipped.
     reported = best.copy()
-    ab = np.nonzero([L.LABELS[i].group != "atmosphere" for i in free])[0]  # the [X/Fe]
+    xfe = {lab.name for lab in L.xfe_labels()}
+    ab = np.nonzero([L.LABELS[i].name in xfe for i in free])[0]  # the [X/Fe]
     if ab.size and method == "cmaes":
         check_cancel(cancel)
         reported[free[ab]], err_lo[free[ab]], err_hi[free[ab]] = line_posterior(
-            lik.objective, theta, cov_lik, sig, lo, hi, ab)
+            lik.objective, theta, cov_lik, sig, lo, hi, ab,
+            refine=(lambda X, held: lik.profile_step(X, held, jac, F)) if PROFILE_REFINE else None)
     mc = None
     samples = None
     if method in ("mcmc", "both"):

@@ -232,6 +232,37 @@ class Likelihood:
             F[j, j] += 1.0 / sig**2
         return m, jac, F
 
+    def profile_step(self, theta: np.ndarray, held: np.ndarray, jac: np.ndarray, fisher: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """χ² at free-label vectors ``theta`` (N, ndim) and one Gauss–Newton step of each
+        row's other labels towards their conditional optimum, row i's label ``held[i]``
+        (index into the free labels) staying where it is: ((N,) χ² + prior penalty,
+        (N, ndim) stepped labels). The step uses the Jacobian ``jac`` (32, P) and Fisher
+        matrix ``fisher`` (ndim, ndim) of the optimum with each row's own residual, so one
+        batched model call follows a profile valley that bends away from the straight
+        line (the C–O valley of cool stars). Labels the data do not constrain do not move."""
+        th = np.atleast_2d(np.asarray(theta, float))
+        held = np.asarray(held, int)
+        r = self._y - self.model(self.full(th))[:, self._gi]
+        chi2 = self._quad(r).numpy() + self.prior_chi2(th)
+        r = np.nan_to_num(r.numpy())
+        jf = np.asarray(jac, float)[self.free][:, self.good]
+        g = self.cinv(r) @ jf.T  # (N, ndim): -1/2 the gradient of chi2 with J held at the optimum
+        for j, mu, sig in self._prior_free:
+            g[:, j] -= (th[:, j] - mu) / sig**2
+        out = th.copy()
+        F = np.asarray(fisher, float)
+        n = th.shape[1]
+        for k in np.unique(held):
+            rows = np.nonzero(held == k)[0]
+            o = np.r_[0:k, k + 1:n]
+            Foo = F[np.ix_(o, o)]
+            ok = np.diag(Foo) > 1e-12 * max(np.diag(Foo).max(), 1e-300)
+            oo = o[ok]
+            step = np.linalg.lstsq(Foo[np.ix_(ok, ok)], g[np.ix_(rows, oo)].T, rcond=None)[0].T
+            out[np.ix_(rows, oo)] += step
+        return np.where(np.isfinite(chi2), chi2, np.inf), out
+
     def noise_fisher(self, jac: np.ndarray) -> np.ndarray:
         """(ndim, ndim) Fisher matrix of the observation's own noise alone (no model error)
         for the observable's Jacobian ``jac`` (32, P), plus the Gaussian priors' 1/σ²."""

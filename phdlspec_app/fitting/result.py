@@ -74,13 +74,16 @@ class FitResult:
 
     def to_row(self) -> dict:
         """One flat row: identifiers, every label (NaN for unconstrained elements), its
-        error(s) (``<label>_err``, or ``_err_lo``/``_err_hi`` when MCMC ran), fit quality,
+        error(s) (``<label>_err``, the mean of the two sides, for CMA-ES, and
+        ``_err_lo``/``_err_hi`` for every label when MCMC ran and for the [X/Fe], whose
+        posterior is asymmetric, when it did not), fit quality,
         flags (";"-separated) and per-element diagnostics (``<label>_crb``,
         ``<label>_nsens``, ``<label>_dchi2``)."""
         row = identifiers(self.meta)
         row["method"] = self.method
         two = self.method in ("mcmc", "both")
         bad = set(self.unconstrained())
+        xfe = {lab.name for lab in L.xfe_labels()}
         for name in L.label_names():
             v = self.labels[name]
             lo, hi = self.err_lo[name], self.err_hi[name]
@@ -91,6 +94,8 @@ class FitResult:
                 row[f"{name}_err_lo"], row[f"{name}_err_hi"] = float(lo), float(hi)
             else:
                 row[f"{name}_err"] = float(0.5 * (lo + hi))
+                if name in xfe:
+                    row[f"{name}_err_lo"], row[f"{name}_err_hi"] = float(lo), float(hi)
         row.update(chi2_reduced=float(self.chi2_reduced), snr=float(self.snr), n_pixels=int(self.n_pixels),
                    in_domain=bool(self.in_domain), flags=";".join(self.flags), error="")
         if self.mcmc:

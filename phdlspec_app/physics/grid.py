@@ -87,7 +87,7 @@ def sample_labels(spec: GridSpec, n: int | None = None, offset: int = 0) -> np.n
     from scipy.stats import qmc
 
     n = spec.n if n is None else n
-    abund = [lab.name for lab in L.abundance_labels() if lab.name != "fe_h"]
+    abund = [lab.name for lab in L.xfe_labels()]
     dim = 4 + len(abund)
     sob = qmc.Sobol(d=dim, scramble=True, seed=spec.seed)
     if offset:
