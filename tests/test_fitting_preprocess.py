@@ -86,6 +86,29 @@ def test_pseudo_continuum_cancels_a_smooth_response(emu):
     assert np.allclose(pc(2 * flux + 3 * resp), 2 * pc(flux) + 3 * pc(resp))
 
 
+def test_noisy_pixels_do_not_drag_the_pseudo_continuum(emu):
+    # S/N 100 everywhere but 60 pixels at S/N 0.5 (as at LAMOST's red end): weighted by the
+    # inverse variance, the continuum of their neighbours stays put; with equal weights the
+    # noisy pixels pull it by far more than the good pixels' noise
+    truth = {"teff": 5600, "logg": 4.3}
+    flux = emu(L.to_vector(truth))
+    snr = np.full(flux.size, 100.0)
+    snr[2000:2060] = 0.5
+    noisy = flux + np.random.default_rng(4).normal(0.0, 1.0, flux.size) / snr
+    s = Spectrum(emu.wavelength, noisy, snr**2, np.zeros(flux.size, bool), meta={"source": "noisy-stretch"})
+    prep = prepare(s, emu.wavelength, masks="none")
+    assert np.allclose(prep.continuum.w[snr == 100.0], 1.0)  # uniform noise: the mask's own weights
+    near = np.zeros(flux.size, bool)
+    near[1900:2000] = near[2060:2160] = True
+    clean = prep.continuum(flux)
+    err_weighted = np.max(np.abs(prep.continuum(noisy) / clean - 1.0)[near])
+    flat = PseudoContinuum(prep.good.astype(float))
+    err_flat = np.max(np.abs(flat(noisy) / flat(flux) - 1.0)[near])
+    assert err_weighted < 3e-3 and err_flat > 0.02
+    n = prep.n_good
+    assert abs(_chi2_truth(prep, emu, truth) - n) < 5 * np.sqrt(2 * n)
+
+
 def test_sharper_observation_is_degraded_to_the_model(emu):
     sharp = LineDouble()
     sharp.resolution = 4000.0

@@ -125,7 +125,9 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("fit", help="fit the 32 labels of one or more spectra",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Fit each spectrum with the emulator (CMA-ES, optionally emcee): one row per "
-                                   "input with every label, its errors, chi2_reduced, snr and flags.",
+                                   "input with every label, its error (<label>_err; also <label>_err_lo and _err_hi "
+                                   "for the [X/Fe], whose posterior is asymmetric, and for every label with "
+                                   "MCMC), chi2_reduced, snr and flags; unconstrained elements are NaN.",
                        epilog="Example:\n  phdlspec fit spec-*.fits.gz -o results.ecsv --prior logg=4.4,0.1 --plot figs/")
     p.add_argument("files", nargs="+", metavar="SPECTRUM")
     _common(p)

@@ -6,7 +6,8 @@ pseudo-continuum, a weighted running smooth
 
     C[f] = K(w f) / K(w)   (the local-linear version below),
 
-where w is the observation's good-pixel mask (the *same* w for data and model) and K is
+where w is the observation's pixel weights (its inverse variance on the good pixels, 0 on
+masked ones: ``prepare.continuum_weights``; the *same* w for data and model) and K is
 a near-Gaussian running filter in pixels of the model grid (three passes of a running
 mean, whose variance 3(b² − 1)/12 sets the width: default σ ≈ 43 px ≈ 50 Å at 5000 Å,
 the DD-Payne choice). The likelihood compares f_obs / C[f_obs] with f_model / C[f_model];
@@ -34,7 +35,8 @@ class PseudoContinuum:
 
     Parameters
     ----------
-    weights : (P,) float/bool — the observation's good pixels (1) and masked ones (0)
+    weights : (P,) float/bool — each pixel's weight: 0 for masked pixels; 1 for good ones, or
+        their relative inverse variance (``prepare.continuum_weights``)
     sigma_pix : the filter's σ in pixels (default 43 ≈ 50 Å at 5000 Å on the LAMOST grid)
     """
 
