@@ -113,10 +113,6 @@ def _load(emulator, device):
     return emulator
 
 
-#: follow each [X/Fe]'s profile valley with one Gauss–Newton step (posterior.line_posterior)
-PROFILE_REFINE = True
-
-
 def model_error_terms(emulator, model_error=True):
     """(sigma (P,) or None, basis (K, P) or None, local or None): the model error
     ``fit_spectrum`` adds to the noise for its ``model_error`` argument (True: the
@@ -274,7 +270,7 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
         check_cancel(cancel)
         reported[free[ab]], err_lo[free[ab]], err_hi[free[ab]] = line_posterior(
             lik.objective, theta, cov_lik, sig, lo, hi, ab,
-            refine=(lambda X, held: lik.profile_step(X, held, jac, F)) if PROFILE_REFINE else None)
+            refine=lambda X, held: lik.profile_step(X, held, jac, F))
     mc = None
     samples = None
     if method in ("mcmc", "both"):

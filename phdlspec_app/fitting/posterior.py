@@ -17,9 +17,9 @@ given ``refine``, each point also takes a step of the other labels towards their
 conditional optimum and keeps the lower χ² (a second batched call), so that the line
 follows a valley that bends (in a cool star, C and O trade through CO: the straight line
 climbed a wall and gave an [O/Fe] error of 0.20 dex where the re-optimized profile gives
-0.32, held-out star 139 at S/N 50). It reports the median and 16/84 percentiles, each error no smaller than the truncated
-Gaussian's (:func:`box_posterior`) so that the line's shape can widen an error, never
-narrow it below the Cramér–Rao bound plus the floor. When the reported errors carry the
+0.32, held-out star 139 at S/N 50). It reports the median and 16/84 percentiles, each
+error no smaller than the truncated Gaussian's (:func:`box_posterior`) so that the line's
+shape can widen an error, never narrow it below the Cramér–Rao bound plus the floor. When the reported errors carry the
 emulator floor, the line's log-likelihood is scaled by (σ_lik/σ_rep)², which turns a
 Gaussian of width σ_lik into one of exactly the reported σ_rep (noise plus floor). For a
 Gaussian χ² it reduces to :func:`box_posterior`, the truncated Laplace posterior. This is
