@@ -61,6 +61,9 @@ def main(argv=None) -> int:
     ap.add_argument("--noise", choices=["flat", "lamost"], default="flat",
                     help="flat: the same S/N in every pixel; lamost: S/N is the g band's, shaped like real LAMOST spectra")
     ap.add_argument("--data-dir", help="the shared data directory (for --noise lamost)")
+    ap.add_argument("--clean", choices=["engine", "emulator"], default="engine",
+                    help="engine: the held-out ab initio spectra (the benchmark); emulator: the emulator's own "
+                         "spectra at the same labels, a diagnostic of what the fitter loses when the model is exact")
     ap.add_argument("--rows", help="write every fit (truth, fit, error, flags, time) to this CSV as it goes")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -79,6 +82,8 @@ def main(argv=None) -> int:
     n = min(args.n, len(held.labels))
     rng = np.random.default_rng(args.seed)
     truth, clean = injected(held, n, rng)  # the same stars information_limit.py bounds
+    if args.clean == "emulator":
+        clean = np.asarray(emu(truth), float)
     sigma = None
     if args.model_error == "loo":
         from phdlspec_app.emulator.model_error import leave_one_out, residuals
@@ -103,7 +108,7 @@ def main(argv=None) -> int:
                                                             np.delete(eqs[1], i, axis=0), eqs[2]))
 
         sigma = _LeaveOneOut()
-    out = {"grid": args.grid, "model_error": args.model_error, "model": str(args.model or "default"), "n": n,
+    out = {"grid": args.grid, "clean": args.clean, "model_error": args.model_error, "model": str(args.model or "default"), "n": n,
            "method": args.method, "noise": args.noise, "by_snr": {}}
     shape = 1.0
     if args.noise == "lamost":

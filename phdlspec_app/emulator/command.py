@@ -65,31 +65,49 @@ def add_parsers(sub) -> None:
                                    "residual causes. `phdlspec fit` adds the split to the noise covariance and the "
                                    "neighbours' label shifts to the label errors, so that the error bars include "
                                    "the emulator's own error. "
-                                   "`phdlspec train` does this by itself when the grid has held-out spectra.",
-                       epilog="Example:\n  phdlspec model-error assets/emulator/phdlspec_default.safetensors --grid assets/grid",
+                                   "`phdlspec train` does this by itself when the grid has held-out spectra. "
+                                   "With --correct it first (re)builds the residual correction: the mean error "
+                                   "of the network on its own training spectra near each star in Teff, log g "
+                                   "and [Fe/H], which the emulator then subtracts (docs/emulator.md); "
+                                   "`phdlspec train` builds it too.",
+                       epilog="Examples:\n  phdlspec model-error assets/emulator/phdlspec_default.safetensors --grid assets/grid\n"
+                              "  phdlspec model-error M.safetensors --grid assets/grid --correct -o M_corrected.safetensors",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="emulator model file (.safetensors)")
     p.add_argument("--grid", required=True, help="grid folder with held-out spectra (`phdlspec grid`)")
     p.add_argument("-o", "--output", help="write the model here (default: update MODEL in place, atomically)")
+    p.add_argument("--correct", action="store_true",
+                   help="first (re)build the residual correction from the grid's training spectra (the ones "
+                        "not held out; only right for a model trained on them)")
     p.set_defaults(func=_cmd_model_error)
 
 
 def _cmd_model_error(args) -> int:
     from .model import EmulatorFileError, load_emulator
-    from .train import attach_model_error, load_training_set
+    from .train import attach_model_error, attach_residual_correction, load_training_set
 
     try:
         emu = load_emulator(args.model, device="cpu")
         held = load_training_set(args.grid, heldout=True)
+        trained = load_training_set(args.grid) if args.correct else None
     except (EmulatorFileError, FileNotFoundError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if len(held.labels) < 10:
         print(f"error: {args.grid}: only {len(held.labels)} held-out spectra (need 10)", file=sys.stderr)
         return 2
+    if trained is not None:
+        if len(trained.labels) < 20:
+            print(f"error: {args.grid}: only {len(trained.labels)} training spectra (need 20 for a correction)",
+                  file=sys.stderr)
+            return 2
+        attach_residual_correction(emu, trained.labels, trained.flux)
     attach_model_error(emu, held)
     emu.save(args.output or args.model)
-    print(json.dumps({"model": str(args.output or args.model), **emu.card["model_error"]}))
+    out = {"model": str(args.output or args.model), **emu.card["model_error"]}
+    if trained is not None:
+        out["residual_correction"] = emu.card["residual_correction"]
+    print(json.dumps(out))
     return 0
 
 

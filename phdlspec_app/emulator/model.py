@@ -75,6 +75,9 @@ class Emulator:
         at each star from the held-out residuals nearest it in Teff, log g and [Fe/H]; when
         present the fitter uses it at the labels it linearizes about, and adds the label
         shifts those residuals cause (``label_covariance``) to the labels' covariance
+    residual_correction : :class:`~.residual_correction.ResidualCorrection` or None: the
+        network's smooth error near each star, learned from its own training residuals and
+        subtracted from its output (the model error above is measured after it)
 
     Calling it on (N, 32) or (32,) labels (K, dex, km/s) returns (N, 3909) or (3909,)
     normalized flux: numpy in → numpy float64 out; torch in → torch out on ``device``,
@@ -84,7 +87,8 @@ class Emulator:
 
     def __init__(self, net: SpectrumTransformer, flux_mean, flux_std, wavelength, domain: TrainingDomain,
                  resolution: float = 1800.0, card: dict | None = None, device="auto", model_error=None,
-                 model_error_basis=None, model_error_rest=None, model_error_local=None):
+                 model_error_basis=None, model_error_rest=None, model_error_local=None,
+                 residual_correction=None):
         self.device = _pick_device(device)
         self.net = net.to(self.device).eval()
         for p in self.net.parameters():
@@ -114,6 +118,12 @@ class Emulator:
         if model_error_local is not None and model_error_local.residuals.shape[1] != self.wavelength.size:
             raise ValueError(f"local model error residuals {model_error_local.residuals.shape} do not fit the "
                              f"wavelength grid {self.wavelength.shape}")
+        self.residual_correction = None
+        if residual_correction is not None:
+            if residual_correction.n_pixels != self.wavelength.size:
+                raise ValueError(f"the residual correction has {residual_correction.n_pixels} pixels, the wavelength "
+                                 f"grid {self.wavelength.size}")
+            self.residual_correction = residual_correction.to(self.device)
         self._lo = torch.as_tensor(_LO, dtype=torch.float32, device=self.device)
         self._hi = torch.as_tensor(_HI, dtype=torch.float32, device=self.device)
         self._in_idx = torch.as_tensor(_IN_IDX, device=self.device)
@@ -127,7 +137,10 @@ class Emulator:
     def flux_unbroadened(self, labels: torch.Tensor) -> torch.Tensor:
         """(N, 32) labels (torch, float32, on ``device``) → (N, 3909) flux at R = 1800,
         vbroad = 0, rv = 0."""
-        return self.flux_mean + self.flux_std * self.net(self.scale(labels))
+        f = self.flux_mean + self.flux_std * self.net(self.scale(labels))
+        if self.residual_correction is not None:
+            f = f - self.residual_correction(labels)
+        return f
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         """The full model on a (N, 32) float32 tensor on ``device``; differentiable."""
@@ -213,6 +226,8 @@ class Emulator:
             if loc.shifts is not None:
                 for key, arr in zip(("shift_normal", "shift_rhs", "shift_box"), loc.shifts):
                     tensors[f"model_error_{key}"] = torch.as_tensor(arr, dtype=torch.float64)
+        if self.residual_correction is not None:
+            tensors.update(self.residual_correction.tensors())
         meta = {"format": FORMAT, "config": json.dumps(self.net.config),
                 "input_labels": json.dumps(self.input_labels), "domain": json.dumps(self.domain.to_dict()),
                 "resolution": repr(self.resolution), "card": json.dumps(self.card)}
@@ -255,7 +270,18 @@ class Emulator:
                    model_error_basis=tensors["model_error_basis"].double().numpy()
                    if "model_error_basis" in tensors else None,
                    model_error_rest=tensors["model_error_rest"].numpy() if "model_error_rest" in tensors else None,
-                   model_error_local=_local_model_error(tensors))
+                   model_error_local=_local_model_error(tensors),
+                   residual_correction=_residual_correction(path, tensors))
+
+
+def _residual_correction(path, tensors):
+    """The file's :class:`~.residual_correction.ResidualCorrection`, or None when it has none."""
+    from .residual_correction import ResidualCorrection
+
+    try:
+        return ResidualCorrection.from_tensors(tensors)
+    except (KeyError, ValueError) as exc:
+        raise EmulatorFileError(f"{path}: bad residual correction ({exc})") from exc
 
 
 def _local_model_error(tensors):

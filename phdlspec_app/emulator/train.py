@@ -269,9 +269,32 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
                                  _per_point(grad_units[0], len(data.jacobian)), axis=0)))),
                               "loss_unit": grad_units[1]},
                              "seconds": sum(h["seconds"] for h in history[-1:])}}
+    if len(labels) >= 20:
+        attach_residual_correction(emu, labels, flux)
     if heldout is not None and len(heldout.labels) >= 10:
         attach_model_error(emu, heldout)
     emu.save(out_path)
+    return emu
+
+
+def attach_residual_correction(emu: Emulator, labels: np.ndarray, flux: np.ndarray, rank: int = 128) -> Emulator:
+    """Set ``emu.residual_correction`` (:mod:`.residual_correction`) from the spectra the
+    network was trained on, ``flux`` (N, W) at ``labels`` (N, 32) (the grid's: vbroad = rv = 0),
+    and record it in the card. Any earlier correction is replaced, not stacked. Measure the
+    model error (:func:`attach_model_error`) after this, never before."""
+    from .model_error import residuals
+    from .residual_correction import build_correction
+
+    emu.residual_correction = None
+    r = residuals(emu, labels, flux)
+    emu.residual_correction = build_correction(r, labels, rank=rank).to(emu.device)
+    after = residuals(emu, labels, flux)
+    emu.card["residual_correction"] = {
+        "method": "kernel mean of the training residuals in (Teff, log g, [Fe/H]) (emulator.residual_correction)",
+        "bandwidth": dict(zip(emu.residual_correction.KEYS, emu.residual_correction.bandwidth.tolist())),
+        "rank": emu.residual_correction.rank, "n_train": len(labels),
+        "train_median_abs_before": float(np.median(np.abs(r))),
+        "train_median_abs_after": float(np.median(np.abs(after)))}
     return emu
 
 

@@ -264,8 +264,7 @@ def fit_spectrum(spectrum, emulator=None, method: str = "cmaes", fix=None, prior
     # search: a flat prior over them would pull an unresolved vbroad to tens of km/s
     # (measured). With MCMC the chain's percentiles replace all of this, so it is skipped.
     reported = best.copy()
-    xfe = {lab.name for lab in L.xfe_labels()}
-    ab = np.nonzero([L.LABELS[i].name in xfe for i in free])[0]  # the [X/Fe]
+    ab = np.nonzero(np.isin(free, [lab.index for lab in L.xfe_labels()]))[0]  # the [X/Fe]
     if ab.size and method == "cmaes":
         check_cancel(cancel)
         reported[free[ab]], err_lo[free[ab]], err_hi[free[ab]] = line_posterior(
