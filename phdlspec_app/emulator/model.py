@@ -215,7 +215,8 @@ class Emulator:
         tensors["wavelength"] = torch.as_tensor(self.wavelength, dtype=torch.float64)
         if self.model_error is not None:
             tensors["model_error"] = torch.as_tensor(self.model_error, dtype=torch.float64)
-        if self.model_error_basis is not None:
+        # with a local error the global split is derived from its residuals on loading (4.7 MB less)
+        if self.model_error_basis is not None and self.model_error_local is None:
             tensors["model_error_basis"] = torch.as_tensor(self.model_error_basis, dtype=torch.float32)
             tensors["model_error_rest"] = torch.as_tensor(self.model_error_rest, dtype=torch.float64)
         if self.model_error_local is not None:
@@ -261,16 +262,20 @@ class Emulator:
             net.load_state_dict(state)
         except RuntimeError as exc:
             raise EmulatorFileError(f"{path}: weights do not match the configuration ({exc})") from exc
+        local = _local_model_error(tensors)
+        basis = tensors["model_error_basis"].double().numpy() if "model_error_basis" in tensors else None
+        rest = tensors["model_error_rest"].numpy() if "model_error_rest" in tensors else None
+        if local is not None and basis is None:
+            from .model_error import error_basis
+
+            basis, rest = error_basis(local.residuals, remainder=local.remainders)
         return cls(net, tensors["flux_mean"], tensors["flux_std"], tensors["wavelength"].numpy(),
                    TrainingDomain(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in json.loads(meta["domain"]).items()}),
                    resolution=float(meta.get("resolution", 1800.0)), card=json.loads(meta.get("card", "{}")),
                    device=device,
                    model_error=tensors["model_error"].numpy() if "model_error" in tensors else None,
-                   model_error_basis=tensors["model_error_basis"].double().numpy()
-                   if "model_error_basis" in tensors else None,
-                   model_error_rest=tensors["model_error_rest"].numpy() if "model_error_rest" in tensors else None,
-                   model_error_local=_local_model_error(tensors),
+                   model_error_basis=basis, model_error_rest=rest, model_error_local=local,
                    residual_correction=_residual_correction(path, tensors))
 
 
