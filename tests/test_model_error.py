@@ -296,6 +296,40 @@ def test_a_local_model_error_is_the_dense_covariance_of_the_star_it_was_taken_at
         _without_model_error(prep).with_model_error(rest, None, lambda lab: (rest[:5], basis)).at_star(truth)
 
 
+def test_a_restricted_likelihood_shares_the_linearization_and_relinearizes_alone():
+    """``Likelihood.restrict`` (the staged fit's CMA-ES over the atmosphere) uses the parent's
+    model error as last linearized, without recomputing it; linearizing the part about
+    another star changes the part only; linearizing at the same labels again is a no-op."""
+    from phdlspec_app.fitting.likelihood import Likelihood
+
+    emu, prep, lik, truth, g, C = _dense_check_setup()
+    rest, basis = np.full(prep.y.size, 0.003), prep.model_basis
+    calls = []
+
+    def local(lab):
+        calls.append(lab[0])
+        s = 3.0 if lab[0] < 5000.0 else 1.5
+        return s * rest, s * basis
+
+    parent = Likelihood(emu, _without_model_error(prep).with_model_error(rest, basis, local), np.arange(32), truth)
+    n0 = len(calls)
+    parent.linearize_model_error(truth)  # where __init__ already linearized it: no-op
+    assert len(calls) == n0
+    other = truth.copy()
+    other[0] += 60.0
+    part = parent.restrict(np.arange(6), truth)
+    assert len(calls) == n0
+    assert part.chi2_labels(other[None])[0] == pytest.approx(parent.chi2_labels(other[None])[0], rel=1e-12)
+    moved = truth.copy()
+    moved[0] = 4500.0 if truth[0] >= 5000.0 else 6000.0
+    part.linearize_model_error(moved)
+    assert len(calls) == n0 + 1
+    fresh = Likelihood(emu, parent.prep, np.arange(6), truth)
+    fresh.linearize_model_error(moved)
+    assert part.chi2_labels(other[None])[0] == pytest.approx(fresh.chi2_labels(other[None])[0], rel=1e-10)
+    assert part.chi2_labels(other[None])[0] != pytest.approx(parent.chi2_labels(other[None])[0], rel=1e-3)
+    assert parent._lin_at[0] == truth[0]
+
 def _without_model_error(prep):
     from dataclasses import replace
 

@@ -51,13 +51,17 @@ class HamiltonianMove(emcee.moves.Move):
         matrix) at ``center``
     center : (D,) where ``cov`` holds (the optimum)
     step_size : first leapfrog step, in whitened units
-    path_length : leapfrog path length, in whitened units (≈ posterior σ)
+    path_length : leapfrog path length, in whitened units (≈ posterior σ). 3 (was 1.5):
+        the C–O valley of cool stars bends away from any metric, and a path of 1.5 σ
+        crawled along it (τ of [O/Fe] 5.6 steps, 650 steps to converge on the benchmark
+        star); with 3 it is 1.9 and 150 steps, for 1.5 × the gradients per step
+        (BENCHMARKS.md, 2026-12-06, session 21)
     max_leapfrog : cap on leapfrog steps per transition (bounds the cost of one step)
     seed : for the momenta, jitter and acceptance draws
     """
 
     def __init__(self, objective_and_grad, lo, hi, cov, center, step_size: float = 0.5,
-                 path_length: float = 1.5, max_leapfrog: int = 12, seed: int = 1, target_accept: float = 0.8):
+                 path_length: float = 3.0, max_leapfrog: int = 24, seed: int = 1, target_accept: float = 0.8):
         self.f = objective_and_grad
         self.lo = np.asarray(lo, float)
         self.w = np.asarray(hi, float) - self.lo

@@ -168,8 +168,11 @@ def run_staged(lik: Likelihood, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, 
             report(stage, fraction, chi2=chi2)
     for k in range(rounds):
         t = time.perf_counter()
-        part = Likelihood(lik.emu, lik.prep, lik.free[sub], lik.full(theta)[0], priors,
-                          batch_size=lik.batch_size, cancel=lik.cancel)
+        # each round's CMA-ES sees the model error linearized about its start (round 0 starts
+        # where ``lik`` already is: shared, not recomputed); the LM rounds all use ``lik``'s,
+        # so that their χ² stay comparable
+        part = lik.restrict(lik.free[sub], lik.full(theta)[0], priors)
+        part.linearize_model_error(part.base)
         budget = max_evals if k == 0 else max(max_evals // 3, 100)
         cm = run_cmaes(part, theta[sub], lo[sub], hi[sub], seed=seed + 7919 * k, max_evals=budget,
                        restarts=restarts if k == 0 else 0, sigma0=0.15 if k == 0 else 0.05,

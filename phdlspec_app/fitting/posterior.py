@@ -28,6 +28,8 @@ labels' full marginalization.
 """
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from scipy.stats import norm
 
@@ -69,7 +71,7 @@ def box_posterior(theta, sigma, lo, hi) -> tuple[np.ndarray, np.ndarray, np.ndar
     return med, elo, ehi
 
 
-def line_posterior(objective, theta, cov, sigma, lo, hi, which, n_grid: int = 49, span: float = 8.0,
+def line_posterior(objective, theta, cov, sigma, lo, hi, which, n_grid: int = 25, span: float = 8.0,
                    refine=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Median and 1σ lower/upper errors of the labels ``which`` from the posterior along
     each one's profile line (see the module doc).
@@ -122,11 +124,10 @@ def line_posterior(objective, theta, cov, sigma, lo, hi, which, n_grid: int = 49
             continue
         # scaled so that a Gaussian line gives exactly the reported σ (noise + floor)
         temper = (s_lik[k] / sigma[k]) ** 2 if np.isfinite(sigma[k]) and sigma[k] > 0 else 1.0
-        p = np.where(ok, np.exp(-0.5 * temper * (np.where(ok, c, np.inf) - c[ok].min())), 0.0)
-        cdf = np.concatenate([[0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(t))])
-        if not cdf[-1] > 0:
+        q = _quantiles(t, c, ok, temper)
+        if q is None:
             continue
-        q16, q50, q84 = theta[k] + np.interp(np.array([0.16, 0.5, 0.84]) * cdf[-1], cdf, t)
+        q16, q50, q84 = theta[k] + q
         # never narrower than the Gaussian of the reported σ cut by the box: along one line
         # through the 32-label χ² the curvature can exceed the Fisher matrix's (the C–O valley),
         # and errors below the Cramér–Rao bound plus the floor were overconfident (measured:
@@ -134,3 +135,33 @@ def line_posterior(objective, theta, cov, sigma, lo, hi, which, n_grid: int = 49
         # the first 52 with the Gaussian alone)
         med[m], elo[m], ehi[m] = q50, max(q50 - q16, elo[m]), max(q84 - q50, ehi[m])
     return med, elo, ehi
+
+
+def _quantiles(t: np.ndarray, chi2: np.ndarray, ok: np.ndarray, temper: float, fine: int = 20) -> np.ndarray | None:
+    """16/50/84 % points (offsets t) of the density ∝ exp(−temper χ²(t)/2) sampled at the
+    ``ok`` points of the grid ``t``: χ² is interpolated by a monotone cubic (PCHIP,
+    which follows a near-parabolic χ² closely and never overshoots between points) on a
+    grid ``fine`` times denser, and the density integrated there by the trapezoid rule.
+    Why: integrating the density on the coarse grid itself needs ~50 points per line for
+    1 % quantiles (its exponential is far less smooth than χ²); this gets them from ~25,
+    which halves the cost of :func:`line_posterior` (two batched emulator calls of 26
+    lines × ``n_grid``). Points where χ² is not finite have zero density (as are gaps
+    between them). None when nothing is left."""
+    from scipy.interpolate import PchipInterpolator
+
+    tt, cc = t[ok], chi2[ok]
+    if tt.size < 3 or not tt[-1] > tt[0]:
+        return None
+    tf = np.linspace(tt[0], tt[-1], fine * (tt.size - 1) + 1)
+    cf = PchipInterpolator(tt, cc)(tf)
+    # a stretch of non-finite points between finite ones is not interpolated across
+    gap = np.ones_like(tf, bool)
+    idx = np.flatnonzero(ok)
+    for a, b in pairwise(idx):
+        if b - a > 1:
+            gap &= ~((tf > t[a]) & (tf < t[b]))
+    p = np.where(gap, np.exp(-0.5 * temper * (cf - cc.min())), 0.0)
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(tf))])
+    if not cdf[-1] > 0:
+        return None
+    return np.interp(np.array([0.16, 0.5, 0.84]) * cdf[-1], cdf, tf)
