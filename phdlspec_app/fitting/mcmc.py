@@ -60,7 +60,7 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
               seed: int = 1, nwalkers: int | None = None, n_tau: float = 50.0, max_steps: int = 20000,
               check_every: int | None = None, keep_chain: bool = False, progress=None,
               trace_points: int = 400, trace_walkers: int = 16, moves: str = "hmc",
-              warmup: tuple[int, int, int] = (30, 60, 30), rhat_max: float = 1.01) -> dict:
+              warmup: tuple[int, int, int] = (20, 40, 20), rhat_max: float = 1.01) -> dict:
     """Sample the posterior of the free labels (flat priors inside [lo, hi], Gaussian priors
     from ``lik``). Returns {'median', 'p16', 'p84' (ndim,), 'tau' (ndim,), 'acceptance',
     'steps', 'converged', 'covariance' (ndim, ndim) of the thinned chain, 'burn', 'thin',
@@ -71,8 +71,11 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
     (ndim,) split-R̂ of the chain at the end (HMC; NaN for DE, whose walkers are not
     independent chains)}.
     With ``moves="hmc"`` the default is 8 walkers (independent chains: their number
-    sets the sample size, not the mixing) and ``check_every`` 50 steps (DE: 200); the
-    warm-up steps are not part of 'steps' or of the chain.
+    sets the sample size, not the mixing) and ``check_every`` 25 steps (DE: 200); the
+    warm-up steps are not part of 'steps' or of the chain. The HMC warm-up (20, 40, 20
+    steps; was 30, 60, 30) and the checks every 25 steps (was 50) were chosen on the
+    benchmark star, 4 seeds each: gradient evaluations to convergence 16–42 thousand
+    (median 23) against 27–33 thousand (median 31) (BENCHMARKS.md, 2026-12-06, session 21).
     ``progress(stage, fraction, chi2=...)`` gets the best walker's χ² at each check."""
     import emcee
 
@@ -82,7 +85,7 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
     hmc = moves == "hmc"
     nw = nwalkers or (8 if hmc else max(2 * ndim + 2, 32))
     nw += nw % 2
-    check_every = check_every or (50 if hmc else 200)
+    check_every = check_every or (25 if hmc else 200)
     rng = np.random.default_rng(seed)
     cov = 0.5 * (np.asarray(cov, float) + np.asarray(cov, float).T)
     evals, evecs = np.linalg.eigh(cov)
