@@ -314,3 +314,29 @@ def test_line_posterior_default_grid_is_accurate_for_a_weak_line():
     cdf = np.concatenate([[0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(t))])
     c16, c50, c84 = x0 + np.interp(np.array([0.16, 0.5, 0.84]) * cdf[-1], cdf, t)
     assert abs((c50 - c16) / (q50 - q16) - 1) > 0.02 or abs((c84 - c50) / (q84 - q50) - 1) > 0.02
+
+
+def test_line_quantiles_with_points_where_chi2_is_not_finite():
+    # a Gaussian line (σ = 0.2) on 25 points over ±1.2: non-finite χ² at the ends (the box
+    # or the domain's edge) costs nothing; every other point missing widens it only by the
+    # linear taper to zero at those points (the old trapezoid's 4 %), not by zeroing
+    # whole stretches of the line
+    from phdlspec_app.fitting.posterior import _quantiles
+
+    t = np.linspace(-1.2, 1.2, 25)
+    c = (t / 0.2) ** 2
+    ok = np.ones(25, bool)
+    q = _quantiles(t, c, ok, 1.0)
+    assert q == pytest.approx([-0.2 * 0.9945, 0.0, 0.2 * 0.9945], abs=0.002)
+    ends = ok.copy()
+    ends[[0, 1, 23, 24]] = False
+    assert _quantiles(t, np.where(ends, c, np.nan), ends, 1.0) == pytest.approx(q, abs=0.002)
+    alt = ok.copy()
+    alt[1::2] = False
+    qa = _quantiles(t, np.where(alt, c, np.inf), alt, 1.0)
+    assert abs(qa[1]) < 0.01 and 0.95 < (qa[2] - qa[0]) / (q[2] - q[0]) < 1.1
+    one = ok.copy()
+    one[12] = False  # a hole at the middle: zero density there, as on the coarse grid
+    qo = _quantiles(t, np.where(one, c, np.nan), one, 1.0)
+    assert np.all(np.isfinite(qo)) and qo[0] < qo[1] < qo[2]
+    assert _quantiles(t, c, np.zeros(25, bool), 1.0) is None

@@ -302,7 +302,7 @@ def test_a_restricted_likelihood_shares_the_linearization_and_relinearizes_alone
     another star changes the part only; linearizing at the same labels again is a no-op."""
     from phdlspec_app.fitting.likelihood import Likelihood
 
-    emu, prep, lik, truth, g, C = _dense_check_setup()
+    emu, prep, _, truth, _, _ = _dense_check_setup()
     rest, basis = np.full(prep.y.size, 0.003), prep.model_basis
     calls = []
 
@@ -320,15 +320,40 @@ def test_a_restricted_likelihood_shares_the_linearization_and_relinearizes_alone
     part = parent.restrict(np.arange(6), truth)
     assert len(calls) == n0
     assert part.chi2_labels(other[None])[0] == pytest.approx(parent.chi2_labels(other[None])[0], rel=1e-12)
+    before = parent.chi2_labels(other[None])[0]
     moved = truth.copy()
     moved[0] = 4500.0 if truth[0] >= 5000.0 else 6000.0
     part.linearize_model_error(moved)
     assert len(calls) == n0 + 1
+    assert parent.chi2_labels(other[None])[0] == before  # the parent is untouched
     fresh = Likelihood(emu, parent.prep, np.arange(6), truth)
     fresh.linearize_model_error(moved)
     assert part.chi2_labels(other[None])[0] == pytest.approx(fresh.chi2_labels(other[None])[0], rel=1e-10)
     assert part.chi2_labels(other[None])[0] != pytest.approx(parent.chi2_labels(other[None])[0], rel=1e-3)
     assert parent._lin_at[0] == truth[0]
+
+
+def test_a_failed_linearization_is_retried_at_the_same_labels():
+    """The memo of ``linearize_model_error`` is set only when it succeeded."""
+    from phdlspec_app.fitting.likelihood import Likelihood
+
+    emu, prep, _, truth, _, _ = _dense_check_setup()
+    rest, basis = np.full(prep.y.size, 0.003), prep.model_basis
+    fail = [True]
+
+    def local(lab):
+        if fail[0]:
+            raise ValueError("local model error unavailable")
+        return rest, basis
+
+    lik = Likelihood(emu, _without_model_error(prep).with_model_error(rest, basis, local), np.arange(32), truth,
+                     linearize=False)
+    with pytest.raises(ValueError, match="unavailable"):
+        lik.linearize_model_error(truth)
+    fail[0] = False
+    lik.linearize_model_error(truth)
+    assert lik._A is not None and np.array_equal(lik._lin_at, truth)
+
 
 def _without_model_error(prep):
     from dataclasses import replace

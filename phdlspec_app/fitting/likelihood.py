@@ -87,12 +87,15 @@ class Likelihood:
         labels = np.asarray(labels, float)
         if self._lin_at is not None and np.array_equal(self._lin_at, labels):
             return
-        self._lin_at = labels.copy()
+        # the memo is set only once every part is done: a failure half-way (a NaN model,
+        # a bad local error) must not make the retry at the same labels a no-op
+        self._lin_at = None
         if getattr(self.prep, "model_local", None) is not None:
             self.prep = self.prep.at_star(labels)
             self._w = torch.as_tensor(np.asarray(self.prep.ivar_y, float)[self.good])
         U = getattr(self.prep, "model_basis", None)
         if U is None:
+            self._lin_at = labels.copy()
             return
         from ..emulator.broadening import broaden_and_shift
 
@@ -107,12 +110,14 @@ class Likelihood:
         M = torch.eye(V.shape[0], dtype=torch.float64) + VW @ V.T
         Lc = torch.linalg.cholesky(M)
         self._A = torch.linalg.solve_triangular(Lc, VW, upper=False)
+        self._lin_at = labels.copy()
 
     def restrict(self, free, base, priors=None) -> Likelihood:
         """The likelihood of the same observation over other free labels ``free`` (schema
         indices) about ``base`` (32,), with ``priors`` ({index: (mean, sigma)}), sharing this
         one's model error as last linearized (no new linearization: a tenth of a second
-        each with the default model's local error)."""
+        each with the default model's local error). A parent built with
+        ``linearize=False`` and never linearized passes on no correlated model error."""
         part = Likelihood(self.emu, self.prep, free, base, priors, batch_size=self.batch_size, cancel=self.cancel,
                           linearize=False)
         part._w, part._A, part._lin_at = self._w, self._A, self._lin_at

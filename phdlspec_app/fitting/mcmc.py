@@ -16,7 +16,8 @@ Moves (``moves=``):
   dimensions; for emulators without a differentiable torch path.
 
 The run continues in blocks until the chain is
-longer than ``n_tau`` (50) times the largest integrated autocorrelation time τ
+longer than ``n_tau`` (50) times the largest integrated autocorrelation time τ (taken as
+at least one step: HMC's anti-correlated draws can estimate τ < 1 from a first short block)
 (Goodman & Weare 2010; ``emcee.autocorr``) and a second test passes, or until ``max_steps``:
 
 - HMC: the split-R̂ of every label below ``rhat_max`` (1.01; Gelman et al. 2013 §11.4,
@@ -152,8 +153,10 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
         if progress:
             # the best chi2 among the walkers now: -2 ln p (flat priors inside the box)
             chi2_now = float(-2.0 * np.max(sampler.get_last_sample().log_prob))
-            progress("mcmc", min(1.0, steps / max(n_tau * tmax, 1.0), steps / max_steps), chi2=chi2_now)
-        if steps >= n_tau * tmax:
+            progress("mcmc", min(1.0, steps / (n_tau * max(tmax, 1.0)), steps / max_steps), chi2=chi2_now)
+        # τ below 1 (HMC's anti-correlated draws) would let a chain of 25 steps, judged by a τ
+        # estimated from those 25, stop at its first check: at least n_tau steps in any case
+        if steps >= n_tau * max(tmax, 1.0):
             stable = (np.all(split_rhat(sampler.get_chain()) < rhat_max) if hmc
                       else np.all(np.abs(tau_old - tau) / tau < 0.05))
             if stable:

@@ -28,8 +28,6 @@ labels' full marginalization.
 """
 from __future__ import annotations
 
-from itertools import pairwise
-
 import numpy as np
 from scipy.stats import norm
 
@@ -139,28 +137,33 @@ def line_posterior(objective, theta, cov, sigma, lo, hi, which, n_grid: int = 25
 
 def _quantiles(t: np.ndarray, chi2: np.ndarray, ok: np.ndarray, temper: float, fine: int = 20) -> np.ndarray | None:
     """16/50/84 % points (offsets t) of the density ∝ exp(−temper χ²(t)/2) sampled at the
-    ``ok`` points of the grid ``t``: χ² is interpolated by a monotone cubic (PCHIP,
-    which follows a near-parabolic χ² closely and never overshoots between points) on a
-    grid ``fine`` times denser, and the density integrated there by the trapezoid rule.
+    grid ``t`` (increasing), χ² valid at the ``ok`` points: each interval of the grid is
+    cut in ``fine`` and the density integrated by the trapezoid rule on that finer grid,
+    with χ² there from a monotone cubic (PCHIP) through the valid points — it follows a
+    near-parabolic χ² closely and never overshoots between points. An interval next to
+    a point whose χ² is not finite takes the density linearly between its ends, zero at
+    that point (as integrating on ``t`` itself would).
     Why: integrating the density on the coarse grid itself needs ~50 points per line for
     1 % quantiles (its exponential is far less smooth than χ²); this gets them from ~25,
     which halves the cost of :func:`line_posterior` (two batched emulator calls of 26
-    lines × ``n_grid``). Points where χ² is not finite have zero density (as are gaps
-    between them). None when nothing is left."""
+    lines × ``n_grid``). None when fewer than 3 points are valid or the density is zero."""
     from scipy.interpolate import PchipInterpolator
 
-    tt, cc = t[ok], chi2[ok]
-    if tt.size < 3 or not tt[-1] > tt[0]:
+    t, chi2, ok = np.asarray(t, float), np.asarray(chi2, float), np.asarray(ok, bool)
+    if ok.sum() < 3 or not np.all(np.diff(t) > 0):
         return None
-    tf = np.linspace(tt[0], tt[-1], fine * (tt.size - 1) + 1)
-    cf = PchipInterpolator(tt, cc)(tf)
-    # a stretch of non-finite points between finite ones is not interpolated across
-    gap = np.ones_like(tf, bool)
-    idx = np.flatnonzero(ok)
-    for a, b in pairwise(idx):
-        if b - a > 1:
-            gap &= ~((tf > t[a]) & (tf < t[b]))
-    p = np.where(gap, np.exp(-0.5 * temper * (cf - cc.min())), 0.0)
+    cmin = chi2[ok].min()
+    p_node = np.where(ok, np.exp(-0.5 * temper * (np.where(ok, chi2, cmin) - cmin)), 0.0)
+    u = np.arange(fine) / fine
+    h = np.diff(t)
+    tf = np.append((t[:-1, None] + h[:, None] * u[None, :]).ravel(), t[-1])
+    left = np.minimum(np.searchsorted(t, tf, side="right") - 1, t.size - 2)  # each fine point's interval
+    both = ok[left] & ok[left + 1]
+    frac = (tf - t[left]) / h[left]
+    p = p_node[left] + (p_node[left + 1] - p_node[left]) * frac
+    if both.any():
+        cf = PchipInterpolator(t[ok], chi2[ok])(tf[both])
+        p[both] = np.exp(-0.5 * temper * (cf - cmin))
     cdf = np.concatenate([[0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(tf))])
     if not cdf[-1] > 0:
         return None
