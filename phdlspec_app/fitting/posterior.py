@@ -154,12 +154,13 @@ def _quantiles(t: np.ndarray, chi2: np.ndarray, ok: np.ndarray, temper: float, f
         return None
     cmin = chi2[ok].min()
     p_node = np.where(ok, np.exp(-0.5 * temper * (np.where(ok, chi2, cmin) - cmin)), 0.0)
-    u = np.arange(fine) / fine
-    h = np.diff(t)
-    tf = np.append((t[:-1, None] + h[:, None] * u[None, :]).ravel(), t[-1])
-    left = np.minimum(np.searchsorted(t, tf, side="right") - 1, t.size - 2)  # each fine point's interval
+    # the fine grid, interval by interval: each fine point's interval and place in it are
+    # known by construction (the last point closes the last interval)
+    n = t.size
+    left = np.append(np.repeat(np.arange(n - 1), fine), n - 2)
+    frac = np.append(np.tile(np.arange(fine) / fine, n - 1), 1.0)
+    tf = t[left] + np.diff(t)[left] * frac
     both = ok[left] & ok[left + 1]
-    frac = (tf - t[left]) / h[left]
     p = p_node[left] + (p_node[left + 1] - p_node[left]) * frac
     if both.any():
         cf = PchipInterpolator(t[ok], chi2[ok])(tf[both])
