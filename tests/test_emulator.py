@@ -273,13 +273,19 @@ def _toy_set(n=48, n_ref=6, n_pix=120):
                        jac.astype(np.float32), TrainingDomain(), {"grid": "toy"})
 
 
+def _toy_config(**kw) -> TrainConfig:
+    """A small network for the toy set. "step" units: the toy's 28 line-less labels would
+    otherwise be held at zero derivative with weight 1/(0.1 % of Teff's), slowing the flux
+    fit these tests measure."""
+    net = {"d_model": 16, "n_heads": 2, "n_encoder": 1, "n_decoder": 1, "patch": 24}
+    return TrainConfig(**{"epochs": 10, "batch": 16, "lr": 3e-3, "checkpoint_every": 5, "network": net,
+                          "grad_norm": "step", **kw})
+
+
 def test_training_reduces_the_loss_is_deterministic_and_resumes(tmp_path):
     torch.set_num_threads(1)
     data = _toy_set()
-    net = dict(d_model=16, n_heads=2, n_encoder=1, n_decoder=1, patch=24)
-    # "step" units: the toy's 28 line-less labels would otherwise be held at zero
-    # derivative with weight 1/(0.1 % of Teff's), slowing the flux fit this test measures
-    cfg = TrainConfig(epochs=20, batch=16, lr=3e-3, checkpoint_every=5, network=net, grad_norm="step")
+    cfg = _toy_config(epochs=20)
     hist = []
     emu = train(data, tmp_path / "a.safetensors", cfg, progress=False, log=hist.append)
     assert hist[-1]["loss_flux"] < 0.5 * hist[0]["loss_flux"]
@@ -303,13 +309,53 @@ def test_training_reduces_the_loss_is_deterministic_and_resumes(tmp_path):
     assert loaded.card["training"]["n_train_spectra"] == 48
 
 
+def test_fine_tuning_starts_from_the_init_weights_and_cool_weight_favours_cool_stars(tmp_path):
+    """``train(..., init=emu)`` continues from emu's weights and flux scaling (its first-epoch
+    loss is the trained model's, not a fresh network's) and lowers it further; a model given
+    to init is left untouched. ``cool_weight`` > 1 buys a smaller error on the cool
+    spectra than the same run without it."""
+    torch.set_num_threads(1)
+    data = _toy_set()
+    cfg = _toy_config()
+    fresh = []
+    base = train(data, tmp_path / "a.safetensors", cfg, progress=False, log=fresh.append)
+    before = base(data.labels[:5]).copy()
+    # with a vanishing learning rate the fine-tuned model is the init model: same weights, same scaling
+    still = train(data, tmp_path / "s.safetensors", _toy_config(epochs=1, lr=1e-12), progress=False, init=base)
+    np.testing.assert_allclose(still.net(still.scale(torch.as_tensor(data.labels[:5], dtype=torch.float32))).numpy(),
+                               base.net(base.scale(torch.as_tensor(data.labels[:5], dtype=torch.float32))).numpy(),
+                               atol=1e-6)
+    tuned_hist = []
+    tune_cfg = _toy_config(lr=1e-3)
+    tuned = train(data, tmp_path / "b.safetensors", tune_cfg, progress=False, log=tuned_hist.append, init=base)
+    assert tuned_hist[0]["loss_flux"] < fresh[0]["loss_flux"]
+    assert tuned_hist[-1]["loss_flux"] < fresh[-1]["loss_flux"]
+    assert tuned is not base
+    np.testing.assert_array_equal(base(data.labels[:5]), before)
+    assert load_emulator(tmp_path / "b.safetensors").card["training"]["init"] is not None
+    other = _toy_set(n_pix=100)
+    with pytest.raises(ValueError, match="wavelength"):
+        train(other, tmp_path / "c.safetensors", tune_cfg, progress=False, init=base)
+
+    teff = data.labels[:, IDX["teff"]]
+    cool = teff < np.median(teff)
+    err = {}
+    for w in (1.0, 10.0):
+        c = _toy_config(cool_weight=w, cool_teff=float(np.median(teff)))
+        e = train(data, tmp_path / f"w{w}.safetensors", c, progress=False)
+        r = (e(data.labels) - data.flux) ** 2
+        err[w] = (r[cool].mean(), r[~cool].mean())
+    assert err[10.0][0] < err[1.0][0]
+    assert err[10.0][0] / err[10.0][1] < err[1.0][0] / err[1.0][1]
+
+
 def test_the_gradient_term_teaches_the_derivative_the_flux_alone_does_not_pin_down():
     """With the spectra all at mg_fe = 0, only the prior says how flux responds to Mg."""
     torch.set_num_threads(1)
     data = _toy_set(n=32)
     data.labels[:, IDX["mg_fe"]] = 0.0
     data.ref_labels[:, IDX["mg_fe"]] = 0.0
-    net = dict(d_model=16, n_heads=2, n_encoder=1, n_decoder=1, patch=24)
+    net = {"d_model": 16, "n_heads": 2, "n_encoder": 1, "n_decoder": 1, "patch": 24}
     k = INPUT_LABELS.index("mg_fe")
 
     def cosine(grad_weight, path):

@@ -21,6 +21,7 @@ Examples:
   phdlspec train --grid grid/ -o assets/emulator/phdlspec_default.safetensors
   phdlspec train --grid grid/ -o noprior.safetensors --grad-weight 0 --max-train 1000
   phdlspec train --grid grid/ -o model.safetensors --resume
+  phdlspec train --grid grid/ --init model.safetensors -o tuned.safetensors --epochs 60 --lr 5e-4
   phdlspec train --observed apogee_xmatch.ecsv --grid grid/ -o tuned.safetensors --epochs 30
 """
 
@@ -34,7 +35,9 @@ def add_parsers(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", help="grid folder written by `phdlspec grid` (required unless --observed)")
     p.add_argument("--observed", metavar="TABLE", help="data-driven mode: fine-tune on these observed spectra")
-    p.add_argument("--init", metavar="MODEL", help="model to fine-tune in --observed mode (default: the shipped one)")
+    p.add_argument("--init", metavar="MODEL", help="model to start from: with --grid alone, continue training its network on the grid "
+                        "(fine-tuning, a new learning-rate cycle; its architecture options are used); "
+                        "with --observed, the model to fine-tune (default: the shipped one)")
     p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--batch", type=int, default=64)
@@ -46,6 +49,9 @@ def add_parsers(sub) -> None:
                    help="point: each label's derivative matched relative to its own size at each reference "
                         "point (default); label: relative to its average size; "
                         "step: as the flux change of a typical label step, so weak elements hardly count")
+    p.add_argument("--cool-weight", type=float, default=1.0,
+                   help="spectra cooler than --cool-teff count this many times in the flux term (default 1)")
+    p.add_argument("--cool-teff", type=float, default=4800.0, help="Teff (K) below which --cool-weight applies")
     p.add_argument("--d-model", type=int, default=64, help="transformer width")
     p.add_argument("--n-decoder", type=int, default=2, help="decoder blocks (wavelength patches → labels)")
     p.add_argument("--head", choices=["patch", "shared"], default="patch",
@@ -127,6 +133,7 @@ def _cmd_train(args) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, grad_weight=args.grad_weight,
                       seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every,
                       max_train=args.max_train, grad_norm=args.grad_norm,
+                      cool_weight=args.cool_weight, cool_teff=args.cool_teff,
                       network={"d_model": args.d_model, "n_decoder": args.n_decoder, "head": args.head})
     if args.observed:
         from .model import EmulatorFileError, load_emulator
@@ -146,7 +153,20 @@ def _cmd_train(args) -> int:
         held = load_training_set(args.grid, heldout=True)
     except (FileNotFoundError, ValueError, KeyError):
         held = None
-    emu = train(data, args.output, cfg, resume=args.resume, heldout=held)
+    init = None
+    if args.init:
+        from .model import EmulatorFileError, load_emulator
+
+        try:
+            init = load_emulator(args.init, device=args.device)
+        except EmulatorFileError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    try:
+        emu = train(data, args.output, cfg, resume=args.resume, heldout=held, init=init)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     src = {k: v for k, v in emu.card["training"]["source"].items() if k != "files_sha256"}
     print(json.dumps({"model": args.output, **src,
                       "n_train_spectra": emu.card["training"]["n_train_spectra"],

@@ -81,6 +81,8 @@ class TrainConfig:
     max_train: int | None = None   # use only the first N training spectra (ablation)
     grad_norm: str = "point"       # "point"/"label": each label's derivative matched relative to its own size at
     #                                each reference point / on average; "step": per GRAD_STEP (_gradient_units)
+    cool_weight: float = 1.0       # spectra cooler than cool_teff count this many times in the flux term: their
+    cool_teff: float = 4800.0      # molecular bands and dense lines carry most of the emulator's error
 
 
 @dataclass
@@ -154,7 +156,8 @@ def _half_range() -> np.ndarray:
 
 
 def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), workdir=None, resume: bool = False,
-          progress: bool = True, log=None, heldout: TrainingSet | None = None) -> Emulator:
+          progress: bool = True, log=None, heldout: TrainingSet | None = None,
+          init: Emulator | None = None) -> Emulator:
     """Train an emulator on ``data`` and save it to ``out_path`` (safetensors).
 
     With ``heldout`` (at least 10 engine spectra never trained on) the saved model carries
@@ -162,6 +165,12 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
 
     ``workdir`` (default: beside ``out_path``) holds ``checkpoint.pt`` and
     ``history.json``; with ``resume`` training continues from the checkpoint.
+
+    With ``init`` (a trained emulator on the same wavelength grid) training starts from its
+    network and flux scaling instead of fresh weights (fine-tuning: continue with a new
+    learning-rate cycle, usually a smaller ``lr``); ``config.network`` is then ignored. Its
+    residual correction and model error are not carried over: both are rebuilt for the new
+    weights as after any training.
     Returns the trained :class:`Emulator`.
     """
     out_path = Path(out_path)
@@ -179,9 +188,18 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
     n_train = len(all_labels)
     if n_train < 2:
         raise ValueError("need at least 2 training spectra")
-    mean = all_flux.mean(0)
-    std = np.maximum(all_flux.std(0), 1e-3)
-    net = SpectrumTransformer(n_labels=len(INPUT_LABELS), n_pix=all_flux.shape[1], **config.network)
+    if init is None:
+        mean = all_flux.mean(0)
+        std = np.maximum(all_flux.std(0), 1e-3)
+        net = SpectrumTransformer(n_labels=len(INPUT_LABELS), n_pix=all_flux.shape[1], **config.network)
+    else:
+        if len(init.wavelength) != len(data.wavelength) or not np.allclose(init.wavelength, data.wavelength):
+            raise ValueError("init model's wavelength grid differs from the training grid's")
+        import copy
+
+        # the network must learn against the same scaling it was trained with
+        mean, std = init.flux_mean.cpu().numpy(), init.flux_std.cpu().numpy()
+        net = copy.deepcopy(init.net).cpu()
     emu = Emulator(net, mean, std, data.wavelength, data.domain, device=dev)
     for p in emu.net.parameters():
         p.requires_grad_(True)
@@ -189,6 +207,10 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
 
     X = torch.as_tensor(all_labels, device=dev)
     Y = torch.as_tensor(all_flux, device=dev)
+    # per-spectrum weights of the flux term, normalized in each batch so that its scale is unchanged
+    teff = all_labels[:, L.label_names().index("teff")]
+    SW = torch.as_tensor(np.where(teff < config.cool_teff, float(config.cool_weight), 1.0).astype(np.float32),
+                         device=dev)
     use_grad = config.grad_weight > 0 and len(data.ref_labels) > 0
     grad_units = None
     if use_grad:
@@ -228,7 +250,8 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
         for s in range(steps_per_epoch):
             idx = perm[s * config.batch:(s + 1) * config.batch]
             pred = emu.flux_unbroadened(X[idx])
-            loss_f = ((pred - Y[idx]) ** 2).mean() / FLUX_UNIT ** 2
+            sw = SW[idx]
+            loss_f = (((pred - Y[idx]) ** 2).mean(1) * sw).sum() / sw.sum() / FLUX_UNIT ** 2
             loss = loss_f
             if use_grad:
                 loss_g = _gradient_loss(emu, XR, JR, config, rng, grad_units)
@@ -259,6 +282,9 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
     for p in emu.net.parameters():
         p.requires_grad_(False)
     emu.card = {"training": {"config": asdict(config), "n_train_spectra": int(len(labels)),
+                             "init": None if init is None else {
+                                 "training": (init.card or {}).get("training", {}).get("config"),
+                                 "final_loss_flux": (init.card or {}).get("training", {}).get("final_loss_flux")},
                              "n_reference": int(len(data.ref_labels)), "source": data.source,
                              "final_loss_flux": history[-1]["loss_flux"] if history else None,
                              "final_loss_grad": history[-1]["loss_grad"] if history else None,
