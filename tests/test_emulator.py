@@ -332,6 +332,21 @@ def test_fine_tuning_starts_from_the_init_weights_and_cool_weight_favours_cool_s
     assert tuned_hist[-1]["loss_flux"] < fresh[-1]["loss_flux"]
     assert tuned is not base
     np.testing.assert_array_equal(base(data.labels[:5]), before)
+    # the init model's flux scaling, not the new data's, and its network in the card
+    dim = TrainingSet(data.labels, 0.9 * data.flux, data.wavelength, data.ref_labels, 0.9 * data.ref_flux,
+                      data.jacobian, data.domain, data.source)
+    big = {"d_model": 32, "n_heads": 2, "n_encoder": 1, "n_decoder": 1, "patch": 24}
+    work = tmp_path / "d.train"
+    d1 = train(dim, tmp_path / "d.safetensors", _toy_config(epochs=2, lr=1e-12, network=big, checkpoint_every=1),
+               workdir=work, progress=False, init=base)
+    np.testing.assert_array_equal(d1.flux_mean.numpy(), base.flux_mean.numpy())
+    assert d1.card["training"]["config"]["network"]["d_model"] == 16
+    # resuming that run without init keeps the scaling its weights were trained against
+    d2 = train(dim, tmp_path / "d.safetensors", _toy_config(epochs=2, lr=1e-12, checkpoint_every=1),
+               workdir=work, resume=True, progress=False)
+    np.testing.assert_array_equal(d2.flux_mean.numpy(), base.flux_mean.numpy())
+    with pytest.raises(ValueError, match="cool_weight"):
+        train(data, tmp_path / "z.safetensors", _toy_config(cool_weight=0.0), progress=False)
     assert load_emulator(tmp_path / "b.safetensors").card["training"]["init"] is not None
     other = _toy_set(n_pix=100)
     with pytest.raises(ValueError, match="wavelength"):
@@ -343,6 +358,7 @@ def test_fine_tuning_starts_from_the_init_weights_and_cool_weight_favours_cool_s
     for w in (1.0, 10.0):
         c = _toy_config(cool_weight=w, cool_teff=float(np.median(teff)))
         e = train(data, tmp_path / f"w{w}.safetensors", c, progress=False)
+        e.residual_correction = None  # the network's own error: the correction would hide most of the difference
         r = (e(data.labels) - data.flux) ** 2
         err[w] = (r[cool].mean(), r[~cool].mean())
     assert err[10.0][0] < err[1.0][0]

@@ -45,7 +45,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +173,8 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
     weights as after any training.
     Returns the trained :class:`Emulator`.
     """
+    if not config.cool_weight > 0:
+        raise ValueError(f"cool_weight must be > 0, got {config.cool_weight}")
     out_path = Path(out_path)
     workdir = Path(workdir) if workdir else out_path.with_suffix(".train")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +202,8 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
         # the network must learn against the same scaling it was trained with
         mean, std = init.flux_mean.cpu().numpy(), init.flux_std.cpu().numpy()
         net = copy.deepcopy(init.net).cpu()
+        # the card must name the network actually trained, not the config's unused one
+        config = replace(config, network={k: v for k, v in net.config.items() if k not in ("n_labels", "n_pix")})
     emu = Emulator(net, mean, std, data.wavelength, data.domain, device=dev)
     for p in emu.net.parameters():
         p.requires_grad_(True)
@@ -227,6 +231,9 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
     ckpt = workdir / "checkpoint.pt"
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location=dev, weights_only=True)
+        if "flux_mean" in state:  # the weights were trained against this scaling (an init model's, say)
+            emu.flux_mean = state["flux_mean"].to(dev)
+            emu.flux_std = state["flux_std"].to(dev)
         emu.net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -274,6 +281,7 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
             log(rec)
         if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
             _atomic_torch_save({"net": emu.net.state_dict(), "opt": opt.state_dict(),
+                                "flux_mean": emu.flux_mean.detach().cpu(), "flux_std": emu.flux_std.detach().cpu(),
                                 "sched": sched.state_dict(), "epoch": epoch + 1}, ckpt)
             _atomic_write(workdir / "history.json", json.dumps(history, indent=1))
     if bar:
