@@ -135,26 +135,8 @@ def _cmd_train(args) -> int:
                       max_train=args.max_train, grad_norm=args.grad_norm,
                       cool_weight=args.cool_weight, cool_teff=args.cool_teff,
                       network={"d_model": args.d_model, "n_decoder": args.n_decoder, "head": args.head})
-    if args.observed:
-        from .model import EmulatorFileError, load_emulator
-        from .observed import finetune, load_observed
-
-        try:
-            emu = load_emulator(args.init, device=args.device)
-            obs = load_observed(args.observed, emu.wavelength, emu.resolution, progress=True)
-        except (EmulatorFileError, ValueError, FileNotFoundError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        emu = finetune(emu, obs, args.output, grid=data, config=cfg)
-        print(json.dumps({"model": args.output, "n_observed": len(obs.files),
-                          "chi2_per_pixel": emu.card["finetune"]["history_last"]["chi2_per_pixel"]}))
-        return 0
-    try:
-        held = load_training_set(args.grid, heldout=True)
-    except (FileNotFoundError, ValueError, KeyError):
-        held = None
     init = None
-    if args.init:
+    if args.init or args.observed:  # --observed fine-tunes the shipped model unless told otherwise
         from .model import EmulatorFileError, load_emulator
 
         try:
@@ -162,6 +144,22 @@ def _cmd_train(args) -> int:
         except EmulatorFileError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    if args.observed:
+        from .observed import finetune, load_observed
+
+        try:
+            obs = load_observed(args.observed, init.wavelength, init.resolution, progress=True)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        emu = finetune(init, obs, args.output, grid=data, config=cfg)
+        print(json.dumps({"model": args.output, "n_observed": len(obs.files),
+                          "chi2_per_pixel": emu.card["finetune"]["history_last"]["chi2_per_pixel"]}))
+        return 0
+    try:
+        held = load_training_set(args.grid, heldout=True)
+    except (FileNotFoundError, ValueError, KeyError):
+        held = None
     try:
         emu = train(data, args.output, cfg, resume=args.resume, heldout=held, init=init)
     except ValueError as exc:

@@ -212,7 +212,7 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
     X = torch.as_tensor(all_labels, device=dev)
     Y = torch.as_tensor(all_flux, device=dev)
     # per-spectrum weights of the flux term, normalized in each batch so that its scale is unchanged
-    teff = all_labels[:, L.label_names().index("teff")]
+    teff = all_labels[:, _ALL.index("teff")]
     SW = torch.as_tensor(np.where(teff < config.cool_teff, float(config.cool_weight), 1.0).astype(np.float32),
                          device=dev)
     use_grad = config.grad_weight > 0 and len(data.ref_labels) > 0
@@ -289,10 +289,11 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
     emu.net.eval()
     for p in emu.net.parameters():
         p.requires_grad_(False)
+    init_training = None if init is None else (init.card or {}).get("training", {})
     emu.card = {"training": {"config": asdict(config), "n_train_spectra": int(len(labels)),
                              "init": None if init is None else {
-                                 "training": (init.card or {}).get("training", {}).get("config"),
-                                 "final_loss_flux": (init.card or {}).get("training", {}).get("final_loss_flux")},
+                                 "training": init_training.get("config"),
+                                 "final_loss_flux": init_training.get("final_loss_flux")},
                              "n_reference": int(len(data.ref_labels)), "source": data.source,
                              "final_loss_flux": history[-1]["loss_flux"] if history else None,
                              "final_loss_grad": history[-1]["loss_grad"] if history else None,
