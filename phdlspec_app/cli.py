@@ -156,8 +156,11 @@ def _cmd_grid(args) -> int:
         print("error: give both --wl-min and --wl-max, or neither", file=sys.stderr)
         return 2
     wl_range = None if args.wl_min is None else (args.wl_min, args.wl_max)
+    if not 2000.0 <= args.teff_min < args.teff_max <= 50000.0:
+        print(f"error: --teff-min {args.teff_min} must be below --teff-max {args.teff_max} (K)", file=sys.stderr)
+        return 2
     spec = GridSpec(n=args.n, n_reference=args.reference_points, seed=args.seed, shard_size=args.shard_size,
-                    wl_range=wl_range)
+                    wl_range=wl_range, teff=(args.teff_min, args.teff_max))
     manifest = make_grid(args.output, spec, resume=args.resume, workers=args.workers, float16=not args.float32)
     print(f"grid written: {manifest}")
     return 0
@@ -229,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=3000, help="number of training spectra (default 3000)")
     p.add_argument("--reference-points", type=int, default=200, help="stars with differential spectra (default 200)")
     p.add_argument("--seed", type=int, default=2604)
+    p.add_argument("--teff-min", type=float, default=4000.0,
+                   help="coolest Teff sampled, K (default 4000; a supplement of cool stars: --teff-max 5000 and its own --seed)")
+    p.add_argument("--teff-max", type=float, default=7000.0, help="hottest Teff sampled, K (default 7000)")
     p.add_argument("--shard-size", type=int, default=50)
     p.add_argument("--workers", type=int, default=1, help="processes (one torch thread each)")
     p.add_argument("--resume", action="store_true", help="keep shards already written (checked by sha256); a larger -n or --reference-points extends the grid")

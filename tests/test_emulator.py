@@ -1,7 +1,9 @@
 """The emulator: analytic broadening, domain, file format, Jacobian, gradient term, training."""
 from __future__ import annotations
 
+import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -13,7 +15,14 @@ from phdlspec_app.emulator.broadening import DLNLAM, broaden_and_shift
 from phdlspec_app.emulator.domain import TrainingDomain
 from phdlspec_app.emulator.model import INPUT_LABELS
 from phdlspec_app.emulator.network import SpectrumTransformer
-from phdlspec_app.emulator.train import TrainConfig, TrainingSet, _gradient_loss, split_heldout, train
+from phdlspec_app.emulator.train import (
+    TrainConfig,
+    TrainingSet,
+    _gradient_loss,
+    load_training_set,
+    split_heldout,
+    train,
+)
 from phdlspec_app.physics.constants import c_kms
 from phdlspec_app.physics.grid import GridSpec, sample_labels
 from phdlspec_app.physics.lsf import lamost_wavelength
@@ -408,6 +417,36 @@ def test_phdlspec_train_on_a_small_engine_grid_end_to_end(tmp_path, shared_dir):
     f = emu(L.defaults())
     assert f.shape == (34,) and np.isfinite(f).all()
     assert main(["train", "--grid", str(tmp_path / "absent"), "-o", str(model)]) == 2
+
+    # a cool-star supplement (its own seed, Teff 4000-5000 K) is trained on with the grid; the
+    # grid's own held-out spectrum stays the held-out set (the supplement is too small to hold one out)
+    cool = tmp_path / "cool"
+    assert main(["grid", "-n", "3", "--reference-points", "0", "--shard-size", "3", "--seed", "9",
+                 "--teff-min", "4000", "--teff-max", "5000", "--wl-min", "5160", "--wl-max", "5200",
+                 "-o", str(cool)]) == 0
+    both = load_training_set([grid, cool])
+    held = load_training_set([grid, cool], heldout=True)
+    assert len(both.labels) == 10 + 3 and len(held.labels) == 1
+    assert (both.labels[10:, L.label_names().index("teff")] < 5000).all()
+    assert both.domain.teff == load_training_set(grid).domain.teff
+    assert np.array_equal(held.labels, load_training_set(grid, heldout=True).labels)
+    model2 = tmp_path / "m2.safetensors"
+    assert main(["train", "--grid", str(grid), str(cool), "-o", str(model2), "--epochs", "2", "--batch", "4",
+                 "--d-model", "16"]) == 0
+    card = load_emulator(model2, device="cpu").card["training"]
+    assert card["n_train_spectra"] == 13 and card["source"]["supplements"][0]["n_grid"] == 3
+    # supplements outside the grid's domain or on another window are refused by name
+    for name, change, why in (("hot", {"teff": [6500.0, 7500.0]}, "teff range"),
+                              ("other", {"wl_range": [5170.0, 5200.0]}, "wavelength window")):
+        shutil.copytree(cool, tmp_path / name)
+        man = json.loads((tmp_path / name / "manifest.json").read_text())
+        man["spec"].update(change)
+        (tmp_path / name / "manifest.json").write_text(json.dumps(man))
+        with pytest.raises(ValueError, match=rf"{name}: cannot supplement .*{why}"):
+            load_training_set([grid, tmp_path / name])
+    assert main(["train", "--grid", str(grid), str(tmp_path / "other"), "-o", str(model2)]) == 2
+    other = tmp_path / "other"
+    assert main(["grid", "-n", "1", "--teff-min", "5000", "--teff-max", "4000", "-o", str(other)]) == 2
 
 
 @pytest.fixture(scope="module")

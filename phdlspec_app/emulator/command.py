@@ -21,6 +21,7 @@ Examples:
   phdlspec train --grid grid/ -o assets/emulator/phdlspec_default.safetensors
   phdlspec train --grid grid/ -o noprior.safetensors --grad-weight 0 --max-train 1000
   phdlspec train --grid grid/ -o model.safetensors --resume
+  phdlspec train --grid assets/grid assets/grid_cool -o M.safetensors   # with the cool-star supplement
   phdlspec train --grid grid/ --init model.safetensors -o tuned.safetensors --epochs 60 --lr 5e-4
   phdlspec train --observed apogee_xmatch.ecsv --grid grid/ -o tuned.safetensors --epochs 30
 """
@@ -33,7 +34,10 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="train the emulator on a grid (physics-prior gradient matching)",
                        description=_DESCRIPTION, epilog=_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grid", help="grid folder written by `phdlspec grid` (required unless --observed)")
+    p.add_argument("--grid", nargs="+", action="extend", metavar="DIR",
+                   help="grid folder written by `phdlspec grid` (required unless --observed); further folders "
+                        "are supplements inside its domain trained on with it, e.g. extra cool stars "
+                        "(`phdlspec grid --teff-max 5000 --seed 2700`)")
     p.add_argument("--observed", metavar="TABLE", help="data-driven mode: fine-tune on these observed spectra")
     p.add_argument("--init", metavar="MODEL", help="model to start from: with --grid alone, continue training its network on the grid "
                         "(fine-tuning, a new learning-rate cycle; its architecture options are used); "
@@ -80,7 +84,8 @@ def add_parsers(sub) -> None:
                               "  phdlspec model-error M.safetensors --grid assets/grid --correct -o M_corrected.safetensors",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="emulator model file (.safetensors)")
-    p.add_argument("--grid", required=True, help="grid folder with held-out spectra (`phdlspec grid`)")
+    p.add_argument("--grid", required=True, nargs="+", action="extend", metavar="DIR",
+                   help="grid folder(s) with held-out spectra (`phdlspec grid`): the ones the model was trained on")
     p.add_argument("-o", "--output", help="write the model here (default: update MODEL in place, atomically)")
     p.add_argument("--correct", action="store_true",
                    help="first (re)build the residual correction from the grid's training spectra (the ones "
@@ -100,11 +105,11 @@ def _cmd_model_error(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if len(held.labels) < 10:
-        print(f"error: {args.grid}: only {len(held.labels)} held-out spectra (need 10)", file=sys.stderr)
+        print(f"error: {held.source['grid']}: only {len(held.labels)} held-out spectra (need 10)", file=sys.stderr)
         return 2
     if trained is not None:
         if len(trained.labels) < 20:
-            print(f"error: {args.grid}: only {len(trained.labels)} training spectra (need 20 for a correction)",
+            print(f"error: {trained.source['grid']}: only {len(trained.labels)} training spectra (need 20 for a correction)",
                   file=sys.stderr)
             return 2
         attach_residual_correction(emu, trained.labels, trained.flux)
@@ -128,7 +133,7 @@ def _cmd_train(args) -> int:
         try:
             data = load_training_set(args.grid)
         except (FileNotFoundError, ValueError, KeyError) as exc:
-            print(f"error: {args.grid}: cannot read the grid ({exc})", file=sys.stderr)
+            print(f"error: {' + '.join(args.grid)}: cannot read the grid ({exc})", file=sys.stderr)
             return 2
     cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, grad_weight=args.grad_weight,
                       seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every,
@@ -165,7 +170,7 @@ def _cmd_train(args) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    src = {k: v for k, v in emu.card["training"]["source"].items() if k != "files_sha256"}
+    src = {k: v for k, v in emu.card["training"]["source"].items() if k not in ("files_sha256", "spec", "supplements")}
     print(json.dumps({"model": args.output, **src,
                       "n_train_spectra": emu.card["training"]["n_train_spectra"],
                       "final_loss_flux": emu.card["training"]["final_loss_flux"]}))

@@ -107,7 +107,53 @@ def split_heldout(n: int) -> np.ndarray:
 
 def load_training_set(grid_dir, heldout: bool = False) -> TrainingSet:
     """The training (or, with ``heldout``, the held-out) part of a grid folder written by
-    ``phdlspec grid`` (or its committed float16 copy)."""
+    ``phdlspec grid`` (or its committed float16 copy).
+
+    ``grid_dir`` may also be a list of folders: the first is the grid, the others are
+    supplements inside its domain (e.g. extra cool stars, ``phdlspec grid --teff-max 5000``
+    with its own seed), on the same wavelength grid and resolution. Each folder's own
+    every 11th spectrum is held out, so the first grid's held-out set is the same with or
+    without supplements."""
+    dirs = [grid_dir] if isinstance(grid_dir, (str, os.PathLike)) else list(grid_dir)
+    if not dirs:
+        raise ValueError("no grid folder given")
+    parts = [_load_one(d, heldout) for d in dirs]
+    first = parts[0]
+    for d, p in zip(dirs[1:], parts[1:]):
+        why = _supplement_problem(first, p)
+        if why:
+            raise ValueError(f"{d}: cannot supplement {dirs[0]}: {why}")
+    if len(parts) == 1:
+        return first
+    def cat(key):
+        return np.concatenate([getattr(p, key) for p in parts])
+
+    source = dict(first.source)
+    source["grid"] = " + ".join(str(d) for d in dirs)
+    source["supplements"] = [p.source for p in parts[1:]]
+    return replace(first, labels=cat("labels"), flux=cat("flux"), ref_labels=cat("ref_labels"),
+                   ref_flux=cat("ref_flux"), jacobian=cat("jacobian"), source=source)
+
+
+def _supplement_problem(grid: TrainingSet, extra: TrainingSet) -> str | None:
+    """Why ``extra`` cannot be trained on with ``grid`` (None: it can)."""
+    if extra.wavelength.shape != grid.wavelength.shape or not np.allclose(extra.wavelength, grid.wavelength,
+                                                                             rtol=1e-9, atol=0.0):
+        return "its wavelength grid differs"
+    a, b = grid.source["spec"], extra.source["spec"]
+    if a.get("resolution") != b.get("resolution"):
+        return f"resolution {b.get('resolution')} differs from {a.get('resolution')}"
+    if a.get("wl_range") != b.get("wl_range"):
+        return "its wavelength window differs"
+    for key in ("teff", "fe_h", "vmic"):
+        if b[key][0] < a[key][0] or b[key][1] > a[key][1]:
+            return f"its {key} range {b[key]} leaves the grid's {a[key]}"
+    if b["xfe_halfwidth"] > a["xfe_halfwidth"]:
+        return f"its [X/Fe] half-width {b['xfe_halfwidth']} exceeds the grid's {a['xfe_halfwidth']}"
+    return None
+
+
+def _load_one(grid_dir, heldout: bool) -> TrainingSet:
     from ..physics.grid import read_grid
 
     g = read_grid(grid_dir)
@@ -128,7 +174,7 @@ def load_training_set(grid_dir, heldout: bool = False) -> TrainingSet:
                        ref_labels=ref_labels, ref_flux=ref_flux, jacobian=jac,
                        domain=TrainingDomain.from_grid_spec(spec),
                        source={"grid": str(grid_dir), "engine_version": g["manifest"].get("engine_version"),
-                               "n_grid": int(len(g["labels"])),
+                               "spec": spec, "n_grid": int(len(g["labels"])),
                                "n_grid_reference": int(len(g.get("ref_labels", []))),
                                "files_sha256": {k: v["sha256"] for k, v in sorted(g["manifest"]["files"].items())}})
 
