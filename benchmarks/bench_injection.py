@@ -45,7 +45,7 @@ import torch
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--grid", required=True)
+    ap.add_argument("--grid", help="the grid folder whose held-out spectra are injected (required unless --summarize)")
     ap.add_argument("--model")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--snr", type=float, nargs="+", default=[20.0, 50.0, 100.0])
@@ -65,7 +65,24 @@ def main(argv=None) -> int:
                     help="engine: the held-out ab initio spectra (the benchmark); emulator: the emulator's own "
                          "spectra at the same labels, a diagnostic of what the fitter loses when the model is exact")
     ap.add_argument("--rows", help="write every fit (truth, fit, error, flags, time) to this CSV as it goes")
+    ap.add_argument("--part", metavar="K/M", help="fit only stars i with i %% M == K (0 <= K < M), e.g. two processes "
+                    "0/2 and 1/2 with --rows each; the noise is drawn for every star, so the parts together are the "
+                    "whole run, star by star; summarize them with --summarize")
+    ap.add_argument("--summarize", nargs="+", metavar="ROWS", help="print the summary of --rows files (parts of one "
+                    "run) and exit: per label bias, robust scatter, pull std; element counts; no fitting")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print(json.dumps(summarize_rows(args.summarize), indent=1))
+        return 0
+    if not args.grid:
+        ap.error("--grid is required")
+    part = (0, 1)
+    if args.part:
+        try:
+            part = tuple(int(v) for v in args.part.split("/"))
+            assert len(part) == 2 and 0 <= part[0] < part[1]
+        except (ValueError, AssertionError):
+            ap.error(f"--part {args.part}: expected K/M with 0 <= K < M")
     torch.set_num_threads(args.threads)
     # benchmarks/ is on sys.path when run as a script
     from information_limit import bound, injected, lamost_snr_profile
@@ -119,6 +136,8 @@ def main(argv=None) -> int:
         fits, errs_lo, errs_hi, times, unconstrained = [], [], [], [], []
         for i in range(n):
             flux = clean[i] + rng.normal(0, 1.0, clean.shape[1]) * (1.0 / snr)  # = normal(0, 1/snr)
+            if i % part[1] != part[0]:
+                continue   # another part's star: its noise is drawn all the same, so the parts stay paired
             spec = Spectrum(held.wavelength, flux, np.broadcast_to(snr ** 2, flux.shape).copy(),
                             np.zeros(flux.size, bool), meta={"source": f"heldout[{i}] S/N {snr_g:g}"})
             t0 = time.perf_counter()
@@ -166,6 +185,39 @@ def main(argv=None) -> int:
                 "crb_elements_le_0.10": int(sum(med[names.index(k)] <= 0.10 for k in xfe))})
     print(json.dumps(out, indent=1))
     return 0
+
+
+def summarize_rows(paths) -> dict:
+    """Per S/N: bias, robust scatter (1.4826 MAD), std and pull std (the error on the side
+    facing the truth) per label, and the element counts, from ``--rows`` files."""
+    import csv
+
+    from phdlspec_app import labels as L
+
+    rows = [r for p in paths for r in csv.DictReader(open(p, newline=""))]
+    xfe = [lab.name for lab in L.xfe_labels()]
+    out = {"rows": list(map(str, paths)), "by_snr": {}}
+    for snr in sorted({r["snr"] for r in rows}, key=float):
+        sel = sorted((r for r in rows if r["snr"] == snr), key=lambda r: int(r["index"]))
+        if len({r["index"] for r in sel}) != len(sel):
+            raise SystemExit(f"{paths}: star(s) repeated at S/N {snr}: parts of different runs?")
+        per = {}
+        for k in L.label_names():
+            if f"true_{k}" not in sel[0]:
+                continue
+            d = np.array([float(r[k]) - float(r[f"true_{k}"]) for r in sel])
+            e = np.array([float(r[f"{k}_err_lo"] if di > 0 else r[f"{k}_err_hi"]) for r, di in zip(sel, d)])
+            ok = np.isfinite(d)
+            pulls = d[ok] / np.where(e[ok] > 0, e[ok], np.nan)
+            per[k] = {"bias": float(np.median(d[ok])),
+                      "scatter_mad": float(1.4826 * np.median(np.abs(d[ok] - np.median(d[ok])))),
+                      "std": float(np.std(d[ok])),
+                      "pull_std": float(np.nanstd(pulls)) if np.isfinite(pulls).any() else None}
+        out["by_snr"][f"{float(snr):g}"] = {"n": len(sel), "labels": per,
+                              "median_fit_s": float(np.median([float(r["seconds"]) for r in sel])),
+                              "elements_le_0.05": sum(per[k]["scatter_mad"] <= 0.05 for k in xfe if k in per),
+                              "elements_le_0.10": sum(per[k]["scatter_mad"] <= 0.10 for k in xfe if k in per)}
+    return out
 
 
 def _append_row(path, names, snr, i, truth, fit, err_lo, err_hi, result, seconds):
