@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         out["lamost_profile_spectra"] = n_spec
     for snr_g in args.snr:
         snr = snr_g * shape  # per pixel
-        fits, errs_lo, errs_hi, times, unconstrained = [], [], [], [], []
+        fits, errs_lo, errs_hi, times, unconstrained, done = [], [], [], [], [], []
         for i in range(n):
             flux = clean[i] + rng.normal(0, 1.0, clean.shape[1]) * (1.0 / snr)  # = normal(0, 1/snr)
             if i % part[1] != part[0]:
@@ -144,6 +144,7 @@ def main(argv=None) -> int:
             r = fit_spectrum(spec, emu, method=args.method, seed=args.seed + i, cmaes_evals=args.cmaes_evals,
                              cmaes_scope=args.scope, model_error=False if sigma is None else sigma[i])
             times.append(time.perf_counter() - t0)
+            done.append(i)
             fits.append([r.labels[k] for k in names])
             errs_lo.append([r.err_lo[k] for k in names])
             errs_hi.append([r.err_hi[k] for k in names])
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
                 _append_row(args.rows, names, snr_g, i, truth[i], fits[-1], errs_lo[-1], errs_hi[-1], r, times[-1])
             print(f"S/N {snr_g:g}: {i + 1}/{n}", file=sys.stderr, flush=True)
         fits = np.array(fits)
-        d = fits - truth
+        d = fits - truth[done]
         # asymmetric errors: the side that faces the truth (fit above the truth → the lower error)
         errs = np.where(d > 0, np.array(errs_lo), np.array(errs_hi))
         per = {}
@@ -174,7 +175,7 @@ def main(argv=None) -> int:
             "elements_le_0.05": sum(per[k]["scatter_mad"] <= 0.05 for k in xfe),
             "elements_le_0.10": sum(per[k]["scatter_mad"] <= 0.10 for k in xfe)}
         if args.crb:
-            crb = np.array([bound(emu, held.wavelength, clean[i], snr, truth[i]) for i in range(n)])
+            crb = np.array([bound(emu, held.wavelength, clean[i], snr, truth[i]) for i in done])
             med = np.nanmedian(crb, axis=0)
             for j, k in enumerate(names):
                 per[k]["crb_median"] = float(med[j]) if np.isfinite(med[j]) else None   # JSON has no NaN
