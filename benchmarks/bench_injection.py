@@ -126,7 +126,7 @@ def main(argv=None) -> int:
 
         sigma = _LeaveOneOut()
     out = {"grid": args.grid, "clean": args.clean, "model_error": args.model_error, "model": str(args.model or "default"), "n": n,
-           "method": args.method, "noise": args.noise, "by_snr": {}}
+           "method": args.method, "noise": args.noise, "part": args.part, "by_snr": {}}
     shape = 1.0
     if args.noise == "lamost":
         shape, n_spec = lamost_snr_profile(emu, args.data_dir)
