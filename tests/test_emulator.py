@@ -354,6 +354,9 @@ def test_fine_tuning_starts_from_the_init_weights_and_cool_weight_favours_cool_s
     d2 = train(dim, tmp_path / "d.safetensors", _toy_config(epochs=2, lr=1e-12, checkpoint_every=1),
                workdir=work, resume=True, progress=False)
     np.testing.assert_array_equal(d2.flux_mean.numpy(), base.flux_mean.numpy())
+    # ... and still says it was a fine-tune, of which model
+    assert d2.card["training"]["init"] == d1.card["training"]["init"] is not None
+    assert d2.card["training"]["init"]["final_loss_flux"] == base.card["training"]["final_loss_flux"]
     with pytest.raises(ValueError, match="cool_weight"):
         train(data, tmp_path / "z.safetensors", _toy_config(cool_weight=0.0), progress=False)
     assert load_emulator(tmp_path / "b.safetensors").card["training"]["init"] is not None

@@ -274,9 +274,14 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
     total = config.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.05)
     start_epoch, history = 0, []
+    init_training = None if init is None else (init.card or {}).get("training", {})
+    init_record = None if init is None else {"training": init_training.get("config"),
+                                             "final_loss_flux": init_training.get("final_loss_flux")}
     ckpt = workdir / "checkpoint.pt"
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location=dev, weights_only=True)
+        if init is None and state.get("init"):  # a fine-tune resumed without --init is still one
+            init_record = json.loads(state["init"])
         if "flux_mean" in state:  # the weights were trained against this scaling (an init model's, say)
             emu.flux_mean = state["flux_mean"].to(dev)
             emu.flux_std = state["flux_std"].to(dev)
@@ -328,18 +333,16 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
         if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
             _atomic_torch_save({"net": emu.net.state_dict(), "opt": opt.state_dict(),
                                 "flux_mean": emu.flux_mean.detach().cpu(), "flux_std": emu.flux_std.detach().cpu(),
-                                "sched": sched.state_dict(), "epoch": epoch + 1}, ckpt)
+                                "sched": sched.state_dict(), "epoch": epoch + 1,
+                                "init": json.dumps(init_record) if init_record else ""}, ckpt)
             _atomic_write(workdir / "history.json", json.dumps(history, indent=1))
     if bar:
         bar.close()
     emu.net.eval()
     for p in emu.net.parameters():
         p.requires_grad_(False)
-    init_training = None if init is None else (init.card or {}).get("training", {})
     emu.card = {"training": {"config": asdict(config), "n_train_spectra": int(len(labels)),
-                             "init": None if init is None else {
-                                 "training": init_training.get("config"),
-                                 "final_loss_flux": init_training.get("final_loss_flux")},
+                             "init": init_record,
                              "n_reference": int(len(data.ref_labels)), "source": data.source,
                              "final_loss_flux": history[-1]["loss_flux"] if history else None,
                              "final_loss_grad": history[-1]["loss_grad"] if history else None,
