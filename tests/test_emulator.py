@@ -88,6 +88,11 @@ def test_domain_accepts_the_grid_and_names_what_is_outside():
     assert v[0] == ["teff"] and v[1] == ["logg"] and v[2] == ["mg_fe"] and v[3] == ["rv"]
     with pytest.raises(ValueError, match="length 32"):
         dom.contains(np.zeros((2, 5)))
+    # a supplement's domain must lie inside the grid's, and the refusal says which label leaves it
+    assert dom.covers(TrainingDomain(teff=(4000.0, 5000.0))) is None
+    assert "teff range [6500.0, 7500.0]" in dom.covers(TrainingDomain(teff=(6500.0, 7500.0)))
+    assert "vmic" in dom.covers(TrainingDomain(vmic=(0.3, 2.0)))
+    assert "half-width 0.7" in dom.covers(TrainingDomain(xfe_halfwidth=0.7))
 
 
 def test_label_bounds_are_schema_range_cut_by_the_training_box():
@@ -184,6 +189,22 @@ def test_torch_input_gives_a_differentiable_output():
     assert isinstance(y, torch.Tensor) and y.shape == (3, 200)
     y.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_a_large_batch_runs_in_chunks_with_the_same_result():
+    from phdlspec_app.emulator import model as M
+
+    emu = _tiny_emulator()
+    lab = sample_labels(GridSpec(n=M.CHUNK + 7))
+    lab[:, IDX["vbroad"]] = np.linspace(0, 30, len(lab))          # each row broadened its own way
+    whole = emu(lab)
+    parts = np.concatenate([emu(lab[:5]), emu(lab[5:M.CHUNK + 1]), emu(lab[M.CHUNK + 1:])])
+    assert whole.shape == (M.CHUNK + 7, 200)
+    assert np.allclose(whole, parts, rtol=0, atol=1e-6)
+    # gradients flow through the split too
+    x = torch.as_tensor(lab, dtype=torch.float32).requires_grad_(True)
+    emu(x)[-1].sum().backward()
+    assert x.grad[-1].abs().sum() > 0 and x.grad[0].abs().sum() == 0
 
 
 @pytest.mark.parametrize("mode", ["step", "label", "point"])

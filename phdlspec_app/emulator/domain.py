@@ -58,6 +58,17 @@ class TrainingDomain:
         names = L.label_names()
         return [[names[j] for j in np.nonzero(row)[0]] for row in bad]
 
+    def covers(self, other: "TrainingDomain") -> str | None:
+        """None when the domain ``other`` lies inside this one, else why not (how a grid
+        supplement is checked before it is trained on with the grid)."""
+        for key in ("teff", "fe_h", "vmic"):
+            a, b = getattr(self, key), getattr(other, key)
+            if b[0] < a[0] or b[1] > a[1]:
+                return f"its {key} range {list(b)} leaves the grid's {list(a)}"
+        if other.xfe_halfwidth > self.xfe_halfwidth:
+            return f"its [X/Fe] half-width {other.xfe_halfwidth} exceeds the grid's {self.xfe_halfwidth}"
+        return None
+
     def contains(self, labels) -> np.ndarray:
         """(N,) bool: every label of the row inside the domain."""
         x = np.atleast_2d(np.asarray(labels, dtype=float))

@@ -35,6 +35,11 @@ _IN_IDX = [_ALL.index(n) for n in INPUT_LABELS]
 _VBROAD, _RV = _ALL.index("vbroad"), _ALL.index("rv")
 _LO = np.array([L.get_label(n).lo for n in INPUT_LABELS])
 _HI = np.array([L.get_label(n).hi for n in INPUT_LABELS])
+#: spectra per network pass in a large call: the activations of 128 spectra (62 patch
+#: tokens × 128 MLP channels each) stay in cache, those of 4096 do not — on 2 CPU cores
+#: 4310 spectra/s in passes of 128 against 1810/s in one pass of 4096 (BENCHMARKS.md,
+#: session 24); the split costs nothing measurable below 128
+CHUNK = 128
 
 
 class EmulatorFileError(ValueError):
@@ -143,7 +148,10 @@ class Emulator:
         return f
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
-        """The full model on a (N, 32) float32 tensor on ``device``; differentiable."""
+        """The full model on a (N, 32) float32 tensor on ``device``; differentiable. Large
+        batches run in passes of :data:`CHUNK` spectra."""
+        if labels.shape[0] > CHUNK:
+            return torch.cat([self.forward(part) for part in labels.split(CHUNK)])
         f = self.flux_unbroadened(labels)
         return broaden_and_shift(f, labels[:, _VBROAD], labels[:, _RV])
 

@@ -145,12 +145,7 @@ def _supplement_problem(grid: TrainingSet, extra: TrainingSet) -> str | None:
         return f"resolution {b.get('resolution')} differs from {a.get('resolution')}"
     if a.get("wl_range") != b.get("wl_range"):
         return "its wavelength window differs"
-    for key in ("teff", "fe_h", "vmic"):
-        if b[key][0] < a[key][0] or b[key][1] > a[key][1]:
-            return f"its {key} range {b[key]} leaves the grid's {a[key]}"
-    if b["xfe_halfwidth"] > a["xfe_halfwidth"]:
-        return f"its [X/Fe] half-width {b['xfe_halfwidth']} exceeds the grid's {a['xfe_halfwidth']}"
-    return None
+    return grid.domain.covers(extra.domain)
 
 
 def _load_one(grid_dir, heldout: bool) -> TrainingSet:
