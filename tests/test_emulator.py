@@ -384,6 +384,10 @@ def test_fine_tuning_starts_from_the_init_weights_and_cool_weight_favours_cool_s
     other = _toy_set(n_pix=100)
     with pytest.raises(ValueError, match="wavelength"):
         train(other, tmp_path / "c.safetensors", tune_cfg, progress=False, init=base)
+    shifted = TrainingSet(data.labels, data.flux, data.wavelength * (1 + 1e-4), data.ref_labels, data.ref_flux,
+                          data.jacobian, data.domain, data.source)   # the same pixel count, 30 km/s off
+    with pytest.raises(ValueError, match="wavelength grid differs"):
+        train(shifted, tmp_path / "c.safetensors", tune_cfg, progress=False, init=base)
 
     teff = data.labels[:, IDX["teff"]]
     cool = teff < np.median(teff)

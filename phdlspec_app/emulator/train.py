@@ -135,10 +135,16 @@ def load_training_set(grid_dir, heldout: bool = False) -> TrainingSet:
                    ref_flux=cat("ref_flux"), jacobian=cat("jacobian"), source=source)
 
 
+def _same_wavelengths(a, b) -> bool:
+    """The two wavelength grids (Å) are the same pixels (to 1e-7 relative: a float32 copy
+    still matches; neighbouring LAMOST pixels differ by 1.6e-4)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-7, atol=0.0))
+
+
 def _supplement_problem(grid: TrainingSet, extra: TrainingSet) -> str | None:
     """Why ``extra`` cannot be trained on with ``grid`` (None: it can)."""
-    if extra.wavelength.shape != grid.wavelength.shape or not np.allclose(extra.wavelength, grid.wavelength,
-                                                                             rtol=1e-9, atol=0.0):
+    if not _same_wavelengths(extra.wavelength, grid.wavelength):
         return "its wavelength grid differs"
     a, b = grid.source["spec"], extra.source["spec"]
     if a.get("resolution") != b.get("resolution"):
@@ -236,7 +242,7 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
         std = np.maximum(all_flux.std(0), 1e-3)
         net = SpectrumTransformer(n_labels=len(INPUT_LABELS), n_pix=all_flux.shape[1], **config.network)
     else:
-        if len(init.wavelength) != len(data.wavelength) or not np.allclose(init.wavelength, data.wavelength):
+        if not _same_wavelengths(init.wavelength, data.wavelength):
             raise ValueError("init model's wavelength grid differs from the training grid's")
         import copy
 
