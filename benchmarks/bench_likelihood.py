@@ -68,16 +68,16 @@ def main() -> None:
     th8[:, 0] += rng.normal(0, 20, 8)
     th16 = np.repeat(truth[None], 16, 0)
     th16[:, 0] += rng.normal(0, 20, 16)
-    scaled = {}
+    scaled = {name: emu.scale(torch.as_tensor(th16, dtype=torch.float32)) for name, (emu, _) in work.items()
+              if hasattr(emu, "scale")}
     times: dict[str, dict[str, list[float]]] = {k: {} for k in work}
     for _ in range(a.repeats):
         for name, (emu, lik) in work.items():
-            x16 = scaled.setdefault(name, emu.scale(torch.as_tensor(th16, dtype=torch.float32)))
             units = {"objective_1": lambda lik=lik: lik.objective(truth[None]),
                      "objective_16": lambda lik=lik: lik.objective(th16),
                      "grad_8": lambda lik=lik: lik.objective_and_grad(th8)}
             if hasattr(emu, "net"):
-                def net16(emu=emu, x16=x16):
+                def net16(emu=emu, x16=scaled[name]):
                     with torch.inference_mode():
                         emu.net(x16)
                 units["network_16"] = net16

@@ -275,9 +275,10 @@ def train(data: TrainingSet, out_path, config: TrainConfig = TrainConfig(), work
     total = config.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.05)
     start_epoch, history = 0, []
-    init_training = None if init is None else (init.card or {}).get("training", {})
-    init_record = None if init is None else {"training": init_training.get("config"),
-                                             "final_loss_flux": init_training.get("final_loss_flux")}
+    init_record = None  # what the card says of the model fine-tuned from
+    if init is not None:
+        init_training = (init.card or {}).get("training", {})
+        init_record = {"training": init_training.get("config"), "final_loss_flux": init_training.get("final_loss_flux")}
     ckpt = workdir / "checkpoint.pt"
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location=dev, weights_only=True)
