@@ -7,7 +7,7 @@
   8 HMC walkers);
 - ``network_N``: the network alone (no correction, broadening or likelihood).
 
-The star is the ``bench_fit.py`` one (5200 K, log g 3.9, [Fe/H] −0.4, rv 37 km/s, S/N 50,
+The star is ``benchmark_star.py``'s (5200 K, log g 3.9, [Fe/H] −0.4, rv 37 km/s, S/N 50,
 made by the first model), with the fit's own preprocessing and model error.
 
     .venv/bin/python benchmarks/bench_likelihood.py [MODEL ...] [--threads 2] [--repeats 7]
@@ -24,12 +24,11 @@ import time
 
 import numpy as np
 import torch
+from benchmark_star import benchmark_star  # benchmarks/ is on sys.path when run as a script
 
-from phdlspec_app import labels as L
 from phdlspec_app.fitting.fit import model_error_terms
 from phdlspec_app.fitting.likelihood import Likelihood
 from phdlspec_app.fitting.output import load_emulator_spec
-from phdlspec_app.io import Spectrum
 from phdlspec_app.preprocess import prepare
 
 
@@ -49,16 +48,13 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=30, help="calls per repeat")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    truth = L.to_vector({"teff": 5200, "logg": 3.9, "fe_h": -0.4, "rv": 37.0, "mg_fe": 0.2})
     rng = np.random.default_rng(0)
     work = {}
     obs = None
     for path in a.models or [None]:
         emu = load_emulator_spec(path, "cpu")
         if obs is None:
-            f = np.asarray(emu(truth))
-            obs = Spectrum(emu.wavelength, f + rng.normal(0, 0.02, f.size), np.full(f.size, 2500.0),
-                           np.zeros(f.size, bool), meta={"source": "bench"})
+            truth, obs = benchmark_star(emu, 50.0, rng)
         prep = prepare(obs, emu.wavelength, float(getattr(emu, "resolution", 1800.0)))
         sigma, basis, local = model_error_terms(emu, True)
         if sigma is not None:
