@@ -65,3 +65,11 @@ def test_demo_removes_an_injected_teff_trend_and_resumes(shared_dir, tmp_path):
 
     fluxes = synthesize_demo(tmp_path, truth, spec, synthesizer=must_not_run, progress=False)
     assert len(fluxes) == len(truth)
+    # recalibrating the same fits replaces the figures: one left by an earlier run goes
+    stale = tmp_path / "plots" / "calibration_zz_fe.png"
+    stale.write_bytes(b"an earlier run's figure")
+    res2 = run_demo(tmp_path, spec, emulator=emu, synthesizer=must_not_run, data_dir=shared_dir, progress=False,
+                    bootstrap=50, reuse_fits=True)
+    assert not stale.exists()
+    assert sorted(res2["paths"]["plots"]) == sorted(res["paths"]["plots"])
+    assert all(p.is_file() for p in res2["paths"]["plots"])

@@ -378,6 +378,10 @@ def run_demo(out, spec: DemoSpec = DemoSpec(), workers: int = 1, emulator=None, 
                             for k in ("scatter_before", "scatter_after", "trend_before", "trend_after")}})
     truth_table.meta["note"] = SIMULATED_NOTE
     paths["truth_scatter"] = write_table(truth_table, out / "truth_scatter.ecsv")
+    # a label no star measures this time gets no figure: drop the previous run's, or the
+    # folder would show a calibration that no longer exists
+    for old in (out / "plots").glob("calibration_*.png"):
+        old.unlink()
     paths["plots"] = D.write_plots(cal.diagnostics, out / "plots", note="SIMULATED stars")
     return {"truth_scatter": scatter, "summary": summary, "n_stars": len(truth), "paths": paths,
             "calibration": cal}
