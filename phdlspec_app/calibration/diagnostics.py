@@ -119,7 +119,8 @@ def plot_label(diagnostics, label: str, path, title_note: str = "") -> Path | No
             ax.set_xlabel(_XLABEL[xname])
             if j == 0:
                 ax.set_ylabel(f"{label}: {_YLABEL[method]}")
-                ax.set_title(f"{method.replace('_', ' ')} (n={len(d)}){title_note}", fontsize=9, loc="left")
+                ax.set_title(f"{method.replace('_', ' ')} (n={len(d)})" + (f" · {title_note}" if title_note else ""),
+                             fontsize=9, loc="left")
             ax.legend(fontsize=7, loc="upper right")  # "best" searches every point: slow
     # Fixed margins instead of tight_layout, which draws the figure twice.
     fig.subplots_adjust(left=0.07, right=0.99, bottom=0.12 / len(methods) ** 0.5, top=1 - 0.08 / len(methods) ** 0.5,
