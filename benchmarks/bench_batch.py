@@ -37,7 +37,10 @@ def main(argv=None) -> int:
     from phdlspec_app.fitting import fit_spectrum
     from phdlspec_app.fitting.batch import run_batch
     from phdlspec_app.fitting.output import load_emulator_spec
+    from phdlspec_app.fitting.result import error_row
+    from phdlspec_app.io import SpectrumFormatError
     from phdlspec_app.paths import lamost_spectra_dir
+    from phdlspec_app.preprocess import FitInputError
 
     files = sorted(str(p) for p in lamost_spectra_dir(a.data_dir).rglob("spec-55862-B6212*.fits*"))[: a.n]
     if len(files) < a.n:
@@ -51,8 +54,10 @@ def main(argv=None) -> int:
             emu = load_emulator_spec(None, a.device)
             rows = []
             for f in files:
-                r = fit_spectrum(f, emu)
-                rows.append({**r.to_row(), "file": f})
+                try:
+                    rows.append({**fit_spectrum(f, emu).to_row(), "file": f})
+                except (FitInputError, SpectrumFormatError) as exc:   # as fit-batch: an error row
+                    rows.append({**error_row(f, str(exc)), "file": f})
             label = f"sequential ({a.threads} threads)"
         elif mode.startswith("batch:"):
             w, g = (int(v) for v in mode.split(":", 1)[1].split("x"))
@@ -73,7 +78,8 @@ def main(argv=None) -> int:
             if mode == "sequential":
                 continue
             d = {lab: [abs(rows[k][lab] - ref[k][lab]) / ref[k][f"{lab}_err"] for k in ref
-                       if not ref[k].get("error") and np.isfinite(ref[k][lab]) and ref[k][f"{lab}_err"] > 0]
+                       if not ref[k].get("error") and not rows[k].get("error") and np.isfinite(ref[k][lab])
+                       and ref[k][f"{lab}_err"] > 0]
                  for lab in ("teff", "logg", "fe_h")}
             out["modes"][mode]["vs_sequential_median_abs_diff_in_sigma"] = {
                 lab: round(float(np.median(v)), 4) for lab, v in d.items() if v}

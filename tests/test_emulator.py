@@ -182,6 +182,36 @@ def test_jacobian_matches_finite_differences():
         assert np.abs(jac[:, IDX[name]] - fd).max() < 2e-2 * scale, name
 
 
+def test_jacobians_from_several_threads_at_once():
+    """Forward-mode AD keeps process-wide state: without the emulator's lock, four threads
+    taking Jacobians together fail ("invalid forward AD level"; the dashboard's fit jobs
+    and slider path, and fit-batch workers with threads, do this)."""
+    import threading
+
+    emu = _tiny_emulator()
+    lab = sample_labels(GridSpec(n=4))
+    ref = [emu.jacobian(lab[i]) for i in range(4)]
+    errors, out = [], {}
+
+    def run(i):
+        try:
+            for k in range(20):
+                out[i, k] = emu.jacobian(lab[i])
+        except Exception as exc:  # noqa: BLE001 — collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert len(out) == 80
+    for (i, _), jac in out.items():
+        np.testing.assert_array_equal(jac, ref[i])
+
+
 def test_torch_input_gives_a_differentiable_output():
     emu = _tiny_emulator()
     x = torch.as_tensor(sample_labels(GridSpec(n=3)), dtype=torch.float32).requires_grad_(True)

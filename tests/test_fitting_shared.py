@@ -30,14 +30,27 @@ class _Counting:
     def __init__(self):
         self.inner = LineDouble()
         self.wavelength = self.inner.wavelength
-        self.sizes = []
+        self.sizes = []      # the calls that succeeded, rows each
+        self.attempts = []   # every call, rows each
 
     def __call__(self, labels):
         x = np.asarray(labels, float)
+        self.attempts.append(np.atleast_2d(x).shape[0])
         if np.any(np.atleast_2d(x)[:, 0] < 0):
             raise ValueError("negative Teff")
         self.sizes.append(np.atleast_2d(x).shape[0])
         return self.inner(labels)
+
+
+def _run_threads(target, args_list, timeout=120):
+    """Run ``target(*args)`` in daemon threads; a thread still blocked after ``timeout``
+    fails the test (a deadlock must not hang the suite)."""
+    threads = [threading.Thread(target=target, args=a, daemon=True) for a in args_list]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a caller is still blocked on the shared emulator"
 
 
 def _labels(rng, n):
@@ -61,11 +74,7 @@ def test_concurrent_sessions_get_their_own_rows_from_merged_calls():
             for k in range(5):
                 got[i][k] = shared(asks[i][k])
 
-    threads = [threading.Thread(target=fit, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    _run_threads(fit, [(i,) for i in range(4)])
     assert shared.requests == 20
     assert shared.calls == 5, emu.sizes           # one merged call per round
     assert sorted(emu.sizes) == sorted(sum(len(asks[i][k]) for i in range(4)) for k in range(5))
@@ -99,7 +108,8 @@ def test_torch_calls_pass_through_with_their_gradient():
 
 
 def test_one_callers_bad_rows_fail_only_that_caller():
-    shared = SharedEmulator(_Counting(), linger=2.0)
+    emu = _Counting()
+    shared = SharedEmulator(emu, linger=2.0)
     good, bad = L.to_vector({"teff": 5000}), L.to_vector({"teff": 5000})
     bad[0] = -1.0
     out = {}
@@ -113,11 +123,8 @@ def test_one_callers_bad_rows_fail_only_that_caller():
             except ValueError as exc:
                 out[name] = exc
 
-    threads = [threading.Thread(target=call, args=a) for a in (("good", good), ("bad", bad))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    _run_threads(call, [("good", good), ("bad", bad)])
+    assert emu.attempts[0] == 2                  # the two were merged, and the merged call failed
     assert isinstance(out["bad"], ValueError) and "negative Teff" in str(out["bad"])
     np.testing.assert_allclose(out["good"], LineDouble()(good), atol=1e-12)
 
@@ -138,11 +145,7 @@ def test_the_shipped_emulator_merged_equals_separate():
             opened.wait(timeout=30)
             out[name] = shared(x)
 
-    threads = [threading.Thread(target=call, args=a_) for a_ in (("a", a), ("b", b))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    _run_threads(call, [("a", a), ("b", b)])
     assert shared.calls == 1
     np.testing.assert_allclose(out["a"], emu(a), rtol=0, atol=2e-6)
     np.testing.assert_allclose(out["b"], emu(b), rtol=0, atol=2e-6)
@@ -157,18 +160,14 @@ def test_fits_in_threads_sharing_the_emulator_match_fits_alone():
     specs = [noisy_spectrum(emu, t, 60, seed=i) for i, t in enumerate(TRUTHS)]
     opts = {"fix": FIX, "cmaes_evals": 300, "seed": 2}
     alone = [fit_spectrum(s, emu, **opts) for s in specs]
-    shared = SharedEmulator(LineDouble(), linger=0.5)
+    shared = SharedEmulator(LineDouble(), linger=0.05)
     together = [None] * 3
 
     def fit(i):
         with shared.session():
             together[i] = fit_spectrum(specs[i], shared, **opts)
 
-    threads = [threading.Thread(target=fit, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    _run_threads(fit, [(i,) for i in range(3)], timeout=300)
     assert all(r is not None for r in together)
     assert shared.calls < shared.requests
     for a, b in zip(alone, together, strict=True):
@@ -179,8 +178,9 @@ def test_fits_in_threads_sharing_the_emulator_match_fits_alone():
 
 
 def test_fit_batch_groups_fits_on_each_worker(tmp_path, monkeypatch):
-    """``fit-batch --group 2`` on a 2-worker local cluster (2 threads each): every star's
-    row, labels as the ungrouped run's; --group 0 is refused."""
+    """``fit-batch --group 2`` on a 2-worker local cluster (2 threads each) runs and gives
+    every star's row, with the labels of the ungrouped run (that calls merge is tested
+    above, in one process); --group 0 is refused."""
     from phdlspec_app.fitting.output import read_results
     from phdlspec_app.io import write_spectrum
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,12 @@ _HI = np.array([L.get_label(n).hi for n in INPUT_LABELS])
 #: 4310 spectra/s in passes of 128 against 1810/s in one pass of 4096 (BENCHMARKS.md,
 #: session 24); the split costs nothing measurable below 128
 CHUNK = 128
+#: forward-mode autodiff (``torch.func.jacfwd``) keeps its dual levels in process-wide state:
+#: two threads taking Jacobians at once fail ("Trying to access a forward AD level with an
+#: invalid index"; measured: 4 of 4 threads on the shipped model). The dashboard's fit jobs
+#: and its slider path, and ``fit-batch`` workers with several threads, do take them at
+#: once, so every Jacobian in this process holds this lock.
+FORWARD_AD_LOCK = threading.Lock()
 
 
 class EmulatorFileError(ValueError):
@@ -184,11 +191,12 @@ class Emulator:
 
     def jacobian(self, labels):
         """(N, 32, 3909) d flux / d label, per unit of each label (K, dex, km/s), by
-        forward-mode automatic differentiation (one tangent per label)."""
+        forward-mode automatic differentiation (one tangent per label). Thread-safe: one
+        Jacobian at a time in the process (:data:`FORWARD_AD_LOCK`)."""
         from torch.func import jacfwd, vmap
 
         t, is_np, single = self._as_batch(labels)
-        with torch.no_grad():
+        with FORWARD_AD_LOCK, torch.no_grad():
             jac = vmap(jacfwd(lambda row: self.forward(row[None])[0]))(t)   # (N, 3909, 32)
         jac = jac.transpose(1, 2)
         jac = jac[0] if single else jac

@@ -147,6 +147,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--resume", action="store_true", help="skip inputs already in the output table")
     p.add_argument("--group", type=int, metavar="N",
                    help="fits run at once on each worker, sharing every emulator call (default: 16 when the device "
-                        "is CUDA, where a call of thousands of spectra costs about what one of a few does; 1 on the "
-                        "CPU). The local cluster gets N threads per worker")
+                        "is CUDA, or auto and this machine has CUDA, where a call of thousands of spectra costs about "
+                        "what one of a few does; 1 on the CPU). The local cluster gets N threads per worker; with "
+                        "--scheduler the workers keep their own thread count")
     p.set_defaults(func=_cmd_fit_batch)

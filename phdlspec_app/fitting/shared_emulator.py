@@ -13,16 +13,17 @@ How: :class:`SharedEmulator` wraps an emulator and looks like it. Each fit threa
 path of every batched χ² (CMA-ES populations, profile lines, the RV scan, the model
 error's linearization) — is queued; a dispatcher thread runs everything queued as one
 emulator call as soon as every open session is waiting on it, or ``linger`` seconds after
-the first request if some fit is busy elsewhere, and hands each caller its rows. A
-caller outside any session is served at once. :meth:`SharedEmulator.jacobian` calls
+the first request if some fit is busy elsewhere, and hands each caller its rows. While
+no session is open, every call is served at once. :meth:`SharedEmulator.jacobian` calls
 with numpy labels (the Levenberg–Marquardt steps, the Fisher matrices) are merged the same
 way, apart from flux calls. Calls with torch tensors (autograd: the likelihood's gradient,
 which needs its own backward pass) go straight to the emulator.
 
 Forward-mode autodiff (``torch.func.jacfwd``, the emulator's Jacobian) keeps its levels in
 process-wide state: two threads taking Jacobians at once fail ("Trying to access a forward
-AD level with an invalid index", seen with three fits in threads). Every Jacobian here is
-taken by the dispatcher thread or under one process-wide lock.
+AD level with an invalid index", seen with three fits in threads). The shipped emulator
+serializes its own Jacobians (``emulator.model.FORWARD_AD_LOCK``); for any other object
+with the emulator API, every Jacobian here is taken under that same lock.
 
 The emulator's rows are independent (each spectrum is its own set of tokens), so a
 merged call gives each caller what it would have got alone, up to the float rounding
@@ -31,6 +32,7 @@ not bit-for-bit the ungrouped one with the same seed).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from contextlib import contextmanager
@@ -38,14 +40,19 @@ from contextlib import contextmanager
 import numpy as np
 
 from .. import labels as L
+from ..emulator.model import FORWARD_AD_LOCK, Emulator
 
 __all__ = ["SharedEmulator"]
 
 _N_LABELS = len(L.label_names())
-#: forward-mode AD is not thread-safe: one Jacobian at a time in this process
-_FORWARD_AD = threading.Lock()
 #: the most rows in one merged Jacobian call ((rows, 32, P) float64: 32 MB per 32 rows at P = 3909)
 _MAX_JACOBIAN_ROWS = 32
+
+
+def _jacobian_lock(emulator):
+    """The shipped emulator's Jacobian holds the process-wide lock itself (it is not
+    re-entrant); anything else takes it here."""
+    return contextlib.nullcontext() if isinstance(emulator, Emulator) else FORWARD_AD_LOCK
 
 
 class _Request:
@@ -70,8 +77,9 @@ class SharedEmulator:
     max_batch : the most label vectors in one merged call (larger calls are not split
         across callers: one request always runs whole)
 
-    Attributes ``calls`` and ``requests`` count the merged emulator calls and the
-    requests they served. Every other attribute is the wrapped emulator's.
+    Attributes ``calls`` and ``requests`` count the emulator calls made and the requests
+    served (a merged call that failed is rerun request by request, each counted). Every
+    other attribute is the wrapped emulator's.
     """
 
     def __init__(self, emulator, linger: float = 0.002, max_batch: int = 4096):
@@ -114,7 +122,7 @@ class SharedEmulator:
     def jacobian(self, labels):
         """d flux / d label (N, 32, P) or (32, P), as the emulator's ``jacobian``."""
         if not isinstance(labels, np.ndarray | list | tuple):
-            with _FORWARD_AD:
+            with _jacobian_lock(self.emulator):
                 return self.emulator.jacobian(labels)
         return self._submit("jacobian", labels)
 
@@ -138,7 +146,7 @@ class SharedEmulator:
 
     def _run(self, kind: str, x: np.ndarray) -> np.ndarray:
         if kind == "jacobian":
-            with _FORWARD_AD:
+            with _jacobian_lock(self.emulator):
                 return np.asarray(self.emulator.jacobian(x))
         return np.asarray(self.emulator(x))
 
@@ -167,6 +175,8 @@ class SharedEmulator:
                         self._queue.remove(r)
             try:
                 out = self._run(kind, np.concatenate([r.x for r in batch]))
+                if out.shape[0] != rows:
+                    raise RuntimeError(f"the emulator returned {out.shape[0]} rows for {rows} label vectors")
                 self.calls += 1
                 self.requests += len(batch)
                 s = 0
@@ -181,7 +191,12 @@ class SharedEmulator:
                         continue
                     try:
                         r.result = self._run(kind, r.x)
+                        self.calls += 1
+                        self.requests += 1
                     except BaseException as own:  # noqa: BLE001
                         r.error = own
-            for r in batch:
-                r.done.set()
+            finally:
+                for r in batch:   # never leave a caller waiting
+                    if r.result is None and r.error is None:
+                        r.error = RuntimeError("the shared emulator call ended without a result")
+                    r.done.set()
