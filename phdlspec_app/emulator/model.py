@@ -45,8 +45,9 @@ CHUNK = 128
 #: two threads taking Jacobians at once fail ("Trying to access a forward AD level with an
 #: invalid index"; measured: 4 of 4 threads on the shipped model). The dashboard's fit jobs
 #: and its slider path, and ``fit-batch`` workers with several threads, do take them at
-#: once, so every Jacobian in this process holds this lock.
-FORWARD_AD_LOCK = threading.Lock()
+#: once, so every Jacobian in this process holds this lock. Re-entrant, so that a wrapper
+#: (``fitting.shared_emulator``) may hold it around any emulator's Jacobian, this one's included.
+FORWARD_AD_LOCK = threading.RLock()
 
 
 class EmulatorFileError(ValueError):

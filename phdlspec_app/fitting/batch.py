@@ -19,6 +19,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -74,10 +75,7 @@ def fit_one(path: str, emulator_spec: str | None = None, device: str = "cpu", op
             _EMULATORS[key] = SharedEmulator(emu) if group > 1 else emu
     emu = _EMULATORS[key]
     try:
-        if group > 1:
-            with emu.session():
-                row = fit_spectrum(path, emu, **(options or {})).to_row()
-        else:
+        with emu.session() if group > 1 else contextlib.nullcontext():
             row = fit_spectrum(path, emu, **(options or {})).to_row()
     except (FitInputError, SpectrumFormatError) as exc:
         row = error_row(path, str(exc))

@@ -22,8 +22,9 @@ which needs its own backward pass) go straight to the emulator.
 Forward-mode autodiff (``torch.func.jacfwd``, the emulator's Jacobian) keeps its levels in
 process-wide state: two threads taking Jacobians at once fail ("Trying to access a forward
 AD level with an invalid index", seen with three fits in threads). The shipped emulator
-serializes its own Jacobians (``emulator.model.FORWARD_AD_LOCK``); for any other object
-with the emulator API, every Jacobian here is taken under that same lock.
+serializes its own Jacobians (``emulator.model.FORWARD_AD_LOCK``, re-entrant); every
+Jacobian here is taken under that same lock, so any other object with the emulator API is
+covered too.
 
 The emulator's rows are independent (each spectrum is its own set of tokens), so a
 merged call gives each caller what it would have got alone, up to the float rounding
@@ -32,7 +33,6 @@ not bit-for-bit the ungrouped one with the same seed).
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from contextlib import contextmanager
@@ -40,19 +40,13 @@ from contextlib import contextmanager
 import numpy as np
 
 from .. import labels as L
-from ..emulator.model import FORWARD_AD_LOCK, Emulator
+from ..emulator.model import FORWARD_AD_LOCK
 
 __all__ = ["SharedEmulator"]
 
 _N_LABELS = len(L.label_names())
 #: the most rows in one merged Jacobian call ((rows, 32, P) float64: 32 MB per 32 rows at P = 3909)
 _MAX_JACOBIAN_ROWS = 32
-
-
-def _jacobian_lock(emulator):
-    """The shipped emulator's Jacobian holds the process-wide lock itself (it is not
-    re-entrant); anything else takes it here."""
-    return contextlib.nullcontext() if isinstance(emulator, Emulator) else FORWARD_AD_LOCK
 
 
 class _Request:
@@ -122,7 +116,7 @@ class SharedEmulator:
     def jacobian(self, labels):
         """d flux / d label (N, 32, P) or (32, P), as the emulator's ``jacobian``."""
         if not isinstance(labels, np.ndarray | list | tuple):
-            with _jacobian_lock(self.emulator):
+            with FORWARD_AD_LOCK:
                 return self.emulator.jacobian(labels)
         return self._submit("jacobian", labels)
 
@@ -146,7 +140,7 @@ class SharedEmulator:
 
     def _run(self, kind: str, x: np.ndarray) -> np.ndarray:
         if kind == "jacobian":
-            with _jacobian_lock(self.emulator):
+            with FORWARD_AD_LOCK:
                 return np.asarray(self.emulator.jacobian(x))
         return np.asarray(self.emulator(x))
 
