@@ -52,3 +52,21 @@ def lamost_dir(shared_dir) -> Path:
     if not path.is_dir():
         _missing(f"{path} not found in the shared data directory")
     return path
+
+
+@pytest.fixture(scope="session")
+def double_stars(tmp_path_factory) -> list[Path]:
+    """``fitting_double.TRUTHS`` as S/N 60 spectra from the test double, ``star<i>.ecsv``
+    alone in one folder (fit-batch tests take the folder). Read-only for the tests."""
+    from fitting_double import TRUTHS, LineDouble, noisy_spectrum
+
+    from phdlspec_app.io import write_spectrum
+
+    d = tmp_path_factory.mktemp("double_stars")
+    emu = LineDouble()
+    paths = []
+    for i, t in enumerate(TRUTHS):
+        p = d / f"star{i}.ecsv"
+        write_spectrum(noisy_spectrum(emu, t, 60, seed=i, meta={"obsid": 1000 + i, "designation": f"J{i}"}), p)
+        paths.append(p)
+    return paths

@@ -213,6 +213,12 @@ class LineDouble:
         return np.array([not v for v in self.domain_violations(labels)])
 
 
+#: four stars for the fitting tests (``double_stars`` in conftest writes them): a dwarf, a
+#: giant, a hot metal-rich dwarf and a subgiant, 500–800 K apart, radial velocities of both signs
+TRUTHS = [{"teff": 5600, "logg": 4.3, "fe_h": -0.2, "rv": -40}, {"teff": 4800, "logg": 2.7, "fe_h": -0.8, "rv": 90},
+          {"teff": 6200, "logg": 4.1, "fe_h": 0.1, "rv": 10}, {"teff": 5100, "logg": 3.4, "fe_h": -0.5, "rv": 0}]
+
+
 def make_double(device: str = "cpu", **_):
     """Factory for ``--emulator tests.fitting_double:make_double`` style loading."""
     return LineDouble(device="cpu" if device == "auto" else device)

@@ -340,10 +340,15 @@ def test_diagnostics_summary_and_plots(tmp_path):
     assert len(d) == 120 and np.all(np.isfinite(d["dteff"]))
     # the trend column is the fitted model at each pair: slope * dTeff / 1000
     np.testing.assert_allclose(d["trend"], cal.corrections[1].trend.coef[0] * d["dteff"] / 1000, rtol=1e-10)
+    # an earlier run's figure of a label this calibration lacks goes; other files stay
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "calibration_zz_fe.png").write_bytes(b"old")
+    (tmp_path / "plots" / "notes.txt").write_text("mine")
     paths = D.write_plots(cal.diagnostics, tmp_path / "plots")
     assert {p.name for p in paths} == {"calibration_mg_fe.png", "calibration_ca_fe.png", "calibration_fe_h.png"}
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
     assert not list((tmp_path / "plots").glob(".*"))
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted([p.name for p in paths] + ["notes.txt"])
 
 
 # ----------------------------------------------------------------------------- tables

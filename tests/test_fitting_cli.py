@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from fitting_double import LineDouble, noisy_spectrum
+from fitting_double import TRUTHS, LineDouble, noisy_spectrum
 from phdlspec_app import labels as L
 from phdlspec_app.cli import main
 from phdlspec_app.fitting.output import read_results, write_results
@@ -20,29 +20,13 @@ from phdlspec_app.io import write_spectrum
 torch.set_num_threads(1)
 FIX = [f"--fix={lab.name}=0" for lab in L.abundance_labels() if lab.name not in ("fe_h", "mg_fe")]
 FAST = ["--emulator", "fitting_double:make_double", "--cmaes-evals", "300", *FIX]
-TRUTHS = [{"teff": 5600, "logg": 4.3, "fe_h": -0.2, "rv": -40}, {"teff": 4800, "logg": 2.7, "fe_h": -0.8, "rv": 90},
-          {"teff": 6200, "logg": 4.1, "fe_h": 0.1, "rv": 10}, {"teff": 5100, "logg": 3.4, "fe_h": -0.5, "rv": 0}]
-
-
-@pytest.fixture(scope="module")
-def stars(tmp_path_factory):
-    d = tmp_path_factory.mktemp("stars")
-    emu = LineDouble()
-    paths = []
-    for i, t in enumerate(TRUTHS):
-        p = d / f"star{i}.ecsv"
-        write_spectrum(noisy_spectrum(emu, t, 60, seed=i, meta={"obsid": 1000 + i, "designation": f"J{i}"}), p)
-        paths.append(p)
-    return paths
-
-
-def test_fit_command_rows_errors_and_plots(stars, tmp_path, capsys):
+def test_fit_command_rows_errors_and_plots(double_stars, tmp_path, capsys):
     qso = tmp_path / "qso.ecsv"
     write_spectrum(noisy_spectrum(LineDouble(), {}, 30, seed=9, meta={"class": "QSO", "subclass": "Non"}), qso)
     junk = tmp_path / "junk.fits"
     junk.write_bytes(b"not a spectrum")
     out = tmp_path / "res.ecsv"
-    rc = main(["fit", str(stars[0]), str(stars[1]), str(qso), str(junk), "-o", str(out), "--plot",
+    rc = main(["fit", str(double_stars[0]), str(double_stars[1]), str(qso), str(junk), "-o", str(out), "--plot",
                str(tmp_path / "figs"), "--prior", "logg=4.3,0.2", *FAST])
     err = capsys.readouterr().err
     assert rc == 2
@@ -77,7 +61,7 @@ def test_result_formats_and_atomic_writes(tmp_path):
         write_results(rows, tmp_path / "r.xlsx")
 
 
-def test_fit_batch_survives_a_killed_worker_and_resumes(stars, tmp_path, monkeypatch):
+def test_fit_batch_survives_a_killed_worker_and_resumes(double_stars, tmp_path, monkeypatch):
     """2-process LocalCluster; one worker is SIGKILLed after the first result: every star
     still gets its row (the scheduler reschedules the lost task). Then --resume fits nothing."""
     from dask.distributed import Client, LocalCluster
@@ -99,10 +83,10 @@ def test_fit_batch_survives_a_killed_worker_and_resumes(stars, tmp_path, monkeyp
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
 
-        rows = run_batch([str(p) for p in stars], out, "fitting_double:make_double", client=client, options=opts,
+        rows = run_batch([str(p) for p in double_stars], out, "fitting_double:make_double", client=client, options=opts,
                          on_result=kill_one, progress=False)
     assert killed
-    assert sorted(Path(r["file"]).name for r in rows) == [p.name for p in stars]
+    assert sorted(Path(r["file"]).name for r in rows) == [p.name for p in double_stars]
     assert all(r["error"] == "" for r in rows)
     table = read_results(out)
     assert len(table) == 4
@@ -112,6 +96,6 @@ def test_fit_batch_survives_a_killed_worker_and_resumes(stars, tmp_path, monkeyp
     calls = []
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        again = run_batch([str(p) for p in stars], out, "fitting_double:make_double", client=client, options=opts,
+        again = run_batch([str(p) for p in double_stars], out, "fitting_double:make_double", client=client, options=opts,
                           resume=True, on_result=lambda r, n: calls.append(n), progress=False)
     assert calls == [] and len(again) == 4

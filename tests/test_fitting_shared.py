@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fitting_double import LineDouble, noisy_spectrum
+from fitting_double import TRUTHS, LineDouble, noisy_spectrum
 
 from phdlspec_app import labels as L
 from phdlspec_app.cli import main
@@ -20,8 +20,6 @@ from phdlspec_app.fitting.shared_emulator import SharedEmulator
 
 torch.set_num_threads(1)
 FIX = {lab.name: 0.0 for lab in L.abundance_labels() if lab.name not in ("fe_h", "mg_fe")}
-TRUTHS = [{"teff": 5600, "logg": 4.3, "fe_h": -0.2, "rv": -40}, {"teff": 4800, "logg": 2.7, "fe_h": -0.8, "rv": 90},
-          {"teff": 6200, "logg": 4.1, "fe_h": 0.1, "rv": 10}]
 
 
 class _Counting:
@@ -96,6 +94,21 @@ def test_a_caller_outside_a_session_is_served_at_once_and_shapes_are_kept():
         shared(np.zeros((2, 5)))
 
 
+def test_the_dispatcher_thread_ends_when_idle_and_restarts():
+    """A finished batch leaves no thread behind; the next request starts one again."""
+    shared = SharedEmulator(LineDouble(), idle=0.1)
+    x = L.to_vector({"teff": 5000})
+    with shared.session():
+        shared(x)
+        first = shared._thread
+        time.sleep(0.4)                         # a fit open: the dispatcher stays
+        assert first.is_alive()
+    first.join(timeout=5)
+    assert not first.is_alive() and shared._thread is None
+    np.testing.assert_array_equal(shared(x), LineDouble()(x))
+    assert shared._thread is not first and shared.calls == 2
+
+
 def test_torch_calls_pass_through_with_their_gradient():
     shared = SharedEmulator(LineDouble())
     x = torch.tensor(L.to_vector({"teff": 5000})[None], requires_grad=True)
@@ -157,7 +170,7 @@ def test_fits_in_threads_sharing_the_emulator_match_fits_alone():
     from phdlspec_app.fitting import fit_spectrum
 
     emu = LineDouble()
-    specs = [noisy_spectrum(emu, t, 60, seed=i) for i, t in enumerate(TRUTHS)]
+    specs = [noisy_spectrum(emu, t, 60, seed=i) for i, t in enumerate(TRUTHS[:3])]
     opts = {"fix": FIX, "cmaes_evals": 300, "seed": 2}
     alone = [fit_spectrum(s, emu, **opts) for s in specs]
     shared = SharedEmulator(LineDouble(), linger=0.05)
@@ -177,26 +190,21 @@ def test_fits_in_threads_sharing_the_emulator_match_fits_alone():
             assert b.labels[name] == pytest.approx(a.labels[name], abs=0.05 * a.err_lo[name])
 
 
-def test_fit_batch_groups_fits_on_each_worker(tmp_path, monkeypatch):
+def test_fit_batch_groups_fits_on_each_worker(double_stars, tmp_path, monkeypatch):
     """``fit-batch --group 2`` on a 2-worker local cluster (2 threads each) runs and gives
     every star's row, with the labels of the ungrouped run (that calls merge is tested
     above, in one process); --group 0 is refused."""
     from phdlspec_app.fitting.output import read_results
-    from phdlspec_app.io import write_spectrum
 
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    d = tmp_path / "stars"
-    d.mkdir()
-    emu = LineDouble()
-    for i, t in enumerate(TRUTHS):
-        write_spectrum(noisy_spectrum(emu, t, 60, seed=i), d / f"star{i}.ecsv")
+    d = double_stars[0].parent
     common = ["--emulator", "fitting_double:make_double", "--cmaes-evals", "300", "--device", "cpu",
               *[f"--fix={k}=0" for k in FIX]]
     assert main(["fit-batch", str(d), "-o", str(tmp_path / "g.ecsv"), "--group", "2", *common]) == 0
     assert main(["fit-batch", str(d), "-o", str(tmp_path / "one.ecsv"), "--group", "1", *common]) == 0
     grouped = {Path(r["file"]).name: r for r in read_results(tmp_path / "g.ecsv")}
     single = {Path(r["file"]).name: r for r in read_results(tmp_path / "one.ecsv")}
-    assert sorted(grouped) == sorted(single) == [f"star{i}.ecsv" for i in range(3)]
+    assert sorted(grouped) == sorted(single) == [p.name for p in double_stars]
     for name, r in grouped.items():
         assert r["error"] == ""
         # merged calls round differently and CMA-ES carries that on: the same star's fit

@@ -378,11 +378,7 @@ def run_demo(out, spec: DemoSpec = DemoSpec(), workers: int = 1, emulator=None, 
                             for k in ("scatter_before", "scatter_after", "trend_before", "trend_after")}})
     truth_table.meta["note"] = SIMULATED_NOTE
     paths["truth_scatter"] = write_table(truth_table, out / "truth_scatter.ecsv")
+    # write_plots also drops an earlier run's figure of a label no star measures now
     paths["plots"] = D.write_plots(cal.diagnostics, out / "plots", note="SIMULATED stars")
-    # a label no star measures this time gets no figure: drop the previous run's, or the
-    # folder would show a calibration that no longer exists (after the new ones are written,
-    # so that a failure on the way leaves the old set)
-    for stale in set((out / "plots").glob("calibration_*.png")) - set(paths["plots"]):
-        stale.unlink()
     return {"truth_scatter": scatter, "summary": summary, "n_stars": len(truth), "paths": paths,
             "calibration": cal}

@@ -142,11 +142,17 @@ def _save_atomic(fig, path: Path) -> Path:
 
 
 def write_plots(diagnostics, directory, note: str = "") -> list[Path]:
-    """A PNG per label with diagnostics, ``<directory>/calibration_<label>.png``; returns the paths."""
+    """A PNG per label with diagnostics, ``<directory>/calibration_<label>.png``; returns the paths.
+
+    An earlier run's ``calibration_*.png`` of a label this calibration no longer has is
+    removed (after the new ones are written, so a failure on the way leaves the old set):
+    otherwise the folder would show a correction that no longer exists. Other files stay."""
     directory = Path(directory)
     out = []
     for label in sorted(set(np.asarray(diagnostics["label"], str))):
         p = plot_label(diagnostics, label, directory / f"calibration_{label}.png", note)
         if p is not None:
             out.append(p)
+    for stale in set(directory.glob("calibration_*.png")) - set(out):
+        stale.unlink()
     return out

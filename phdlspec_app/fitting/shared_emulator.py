@@ -70,15 +70,18 @@ class SharedEmulator:
         has arrived (it goes at once when every open session is waiting)
     max_batch : the most label vectors in one merged call (larger calls are not split
         across callers: one request always runs whole)
+    idle : seconds the dispatcher thread waits for work while no session is open before
+        it ends (a later request starts another)
 
     Attributes ``calls`` and ``requests`` count the emulator calls made and the requests
     served (a merged call that failed is rerun request by request, each counted). Every
     other attribute is the wrapped emulator's.
     """
 
-    def __init__(self, emulator, linger: float = 0.002, max_batch: int = 4096):
+    def __init__(self, emulator, linger: float = 0.002, max_batch: int = 4096, idle: float = 1.0):
         self.emulator = emulator
         self.linger = float(linger)
+        self.idle = float(idle)
         self.max_batch = int(max_batch)
         self.calls = 0
         self.requests = 0
@@ -148,7 +151,11 @@ class SharedEmulator:
         while True:
             with self._cv:
                 while not self._queue:
-                    self._cv.wait()
+                    # idle with no fit open: end, so a worker's finished batch (or a test)
+                    # leaves no thread behind; the next request starts a new one
+                    if (not self._cv.wait(self.idle) and not self._queue and self._sessions == 0):
+                        self._thread = None
+                        return
                 t0 = time.monotonic()
                 # every open session waiting (or none open): go; otherwise give the busy
                 # ones ``linger`` seconds to join
