@@ -1,10 +1,12 @@
 """The HMC move samples the right distribution: a correlated Gaussian plus a flat label
-bounded by the box (through the logit transform and its Jacobian). A wrong Jacobian,
-metric or leapfrog would bias the moments or the flat label's uniformity."""
+bounded by the box, and a correlated Gaussian cut by a wall (reflecting walls, dense
+metric). A wrong reflection, metric or leapfrog would bias the moments or the flat
+label's uniformity."""
 from __future__ import annotations
 
 import emcee
 import numpy as np
+import pytest
 from scipy import stats
 
 from fitting_double import LineDouble, noisy_spectrum
@@ -19,21 +21,26 @@ MU = np.array([1.0, -2.0])
 LO, HI = np.array([-10.0, -10.0, 0.0]), np.array([10.0, 10.0, 1.0])
 
 
+def _move(lo=LO, hi=HI, cls=HamiltonianMove, reflect=None):
+    # a deliberately poor first metric (wrong scales, no correlation): warm-up must fix it
+    return cls(chi2_and_grad, lo, hi, np.diag([0.5, 0.5, 0.01]), np.array([1.0, -2.0, 0.5]), seed=3, reflect=reflect)
+
+
 def chi2_and_grad(th):
     z = th[:, :2] - MU
     return np.einsum("ni,ij,nj->n", z, SI, z), np.concatenate([2 * z @ SI, np.zeros((len(th), 1))], 1)
 
 
-def log_prob(th):
-    th = np.atleast_2d(th)
-    out = -0.5 * chi2_and_grad(th)[0]
-    out[~np.all((th >= LO) & (th <= HI), 1)] = -np.inf
-    return out
-
-
 def _sample(move, nw=16, warm=(60, 80, 40), steps=1500):
+    def log_prob(th):
+        th = np.atleast_2d(th)
+        out = -0.5 * chi2_and_grad(th)[0]
+        out[~np.all((th >= move.lo) & (th <= move.hi), 1)] = -np.inf
+        return out
+
     s = emcee.EnsembleSampler(nw, 3, log_prob, vectorize=True, moves=[move])
-    p0 = np.array([1.0, -2.0, 0.5]) + 0.01 * np.random.default_rng(0).standard_normal((nw, 3))
+    p0 = np.clip(np.array([1.0, -2.0, 0.5]) + 0.01 * np.random.default_rng(0).standard_normal((nw, 3)),
+                 move.lo, move.hi)
     st = s.run_mcmc(p0, warm[0])
     s.reset()
     st = s.run_mcmc(st, warm[1])
@@ -46,10 +53,10 @@ def _sample(move, nw=16, warm=(60, 80, 40), steps=1500):
     return s
 
 
-def test_hmc_move_samples_a_correlated_gaussian_and_a_bounded_flat_label():
-    # a deliberately poor first metric (wrong scales, no correlation): warm-up must fix it
-    move = HamiltonianMove(chi2_and_grad, LO, HI, np.diag([0.5, 0.5, 0.01]), np.array([1.0, -2.0, 0.5]), seed=3)
-    s = _sample(move)
+@pytest.mark.parametrize("reflect", [True, False, [False, True, False]], ids=["reflect", "logit", "mixed"])
+def test_hmc_move_samples_a_correlated_gaussian_and_a_bounded_flat_label(reflect):
+    """Every label reflecting, every label through the logit, and a mix."""
+    s = _sample(_move(reflect=reflect))
     c = s.get_chain(flat=True)
     tau = emcee.autocorr.integrated_time(s.get_chain(), quiet=True)
     assert np.all(tau < 5), tau
@@ -65,18 +72,49 @@ def test_hmc_move_samples_a_correlated_gaussian_and_a_bounded_flat_label():
     assert c[:, 2].min() < 0.01 and c[:, 2].max() > 0.99
 
 
-def test_hmc_move_without_the_jacobian_would_be_caught():
-    """The same check with the log-Jacobian dropped must fail: the flat label then piles
-    up at the walls (the sigmoid's density), so the test above can fail."""
+def test_hmc_move_samples_a_correlated_gaussian_cut_by_a_wall():
+    """The Gaussian of the first test with a wall at x₁ = −1 (0.5 σ above its mean): the
+    draws' moments are those of exact draws of the truncated density (rejection). The
+    wall is on the second label, whose normal in the whitened coordinates (row 1 of the
+    metric's Cholesky factor, ρ = 0.9) is not a coordinate axis: reflecting about the
+    axis instead fails this test."""
+    hi = HI.copy()
+    hi[1] = -1.0
+    s = _sample(_move(hi=hi, reflect=True), steps=2500)
+    c = s.get_chain(flat=True)[:, :2]
+    tau = emcee.autocorr.integrated_time(s.get_chain(), quiet=True)
+    exact = np.random.default_rng(7).multivariate_normal(MU, S, 400_000)
+    exact = exact[exact[:, 1] <= -1.0]
+    assert c[:, 1].max() <= -1.0 and c[:, 1].max() > -1.01
+    n_eff = len(c) / tau.max()
+    sd = exact.std(0)
+    assert np.all(np.abs(c.mean(0) - exact.mean(0)) < 4 * sd / np.sqrt(n_eff)), (c.mean(0), exact.mean(0))
+    assert np.allclose(c.std(0), sd, rtol=0.08), (c.std(0), sd)
+    assert abs(np.corrcoef(c.T)[0, 1] - np.corrcoef(exact.T)[0, 1]) < 0.03
+
+
+def test_hmc_move_that_clips_instead_of_reflecting_would_be_caught():
+    """The same checks with walls that stop a path (θ clipped, momentum kept) instead of
+    reflecting it must fail: the flat label then piles up at the walls."""
+    class Clipping(HamiltonianMove):
+        def drift(self, theta, r, eps, max_reflections=64):
+            return np.clip(theta + eps * (r @ self.chol.T), self.lo, self.hi), r, np.zeros(len(theta), bool)
+
+    c = _sample(_move(cls=Clipping, reflect=True), steps=600).get_chain(flat=True)
+    assert stats.kstest(c[::8, 2], "uniform").pvalue < 1e-6
+
+
+def test_hmc_move_without_the_logit_jacobian_would_be_caught():
+    """With the logit labels' log-Jacobian dropped the flat label piles up at the walls
+    (the sigmoid's density), so the first test can fail."""
     class NoJacobian(HamiltonianMove):
         def potential(self, u):
             U, g, chi2 = super().potential(u)
             s = 0.5 * (1 + np.tanh(0.5 * u))
-            d = self.w * s * (1 - s)
-            return U + np.sum(np.log(np.clip(d, 1e-300, None)), 1), g + (1 - 2 * s), chi2
+            d = np.where(self.logit, self.w * s * (1 - s), 1.0)
+            return U + np.sum(np.log(d), 1), g + np.where(self.logit, 1 - 2 * s, 0.0), chi2
 
-    move = NoJacobian(chi2_and_grad, LO, HI, np.diag([0.5, 0.5, 0.01]), np.array([1.0, -2.0, 0.5]), seed=3)
-    c = _sample(move, steps=600).get_chain(flat=True)
+    c = _sample(_move(cls=NoJacobian, reflect=False), steps=600).get_chain(flat=True)
     assert stats.kstest(c[::8, 2], "uniform").pvalue < 1e-6
 
 

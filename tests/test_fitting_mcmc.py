@@ -108,3 +108,29 @@ def test_split_rhat_tells_mixed_chains_from_stuck_and_drifting_ones():
     drifting = mixed + np.linspace(0.0, 2.0, 2000)[:, None, None]  # one trend in every chain
     assert np.all(split_rhat(drifting) > 1.1)  # only the split into halves catches this
     assert np.all(np.isinf(split_rhat(mixed[:3])))  # too short to judge
+
+
+def test_hmc_reflects_c_n_o_and_takes_the_other_labels_through_the_logit(emu, monkeypatch):
+    """run_emcee builds its HMC move with reflecting walls for exactly the free labels of
+    mcmc.REFLECT (C, N, O), the logit for the rest, and the chain stays inside the box."""
+    from phdlspec_app.fitting import hmc, mcmc
+
+    seen = {}
+    init = hmc.HamiltonianMove.__init__
+
+    def spy(self, *a, **kw):
+        init(self, *a, **kw)
+        seen["reflect"] = self.reflect.copy()
+
+    monkeypatch.setattr(hmc.HamiltonianMove, "__init__", spy)
+    s = noisy_spectrum(emu, {**TRUTH, "c_fe": 0.1, "o_fe": -0.1}, 40, seed=5)
+    fix = {k: v for k, v in QUICK_FIX.items() if k not in ("c_fe", "o_fe")}
+    r = fit_spectrum(s, emu, method="mcmc", fix={**fix, "vbroad": 10.0, "vmic": 1.3}, seed=3, cmaes_evals=400,
+                     mcmc_max_steps=50, nwalkers=8)
+    names = r.free_names
+    assert mcmc.REFLECT == ("c_fe", "n_fe", "o_fe")
+    assert [n for n, f in zip(names, seen["reflect"], strict=True) if f] == ["c_fe", "o_fe"]
+    lo, hi = search_box(emu)
+    trace = r.mcmc["trace"].reshape(-1, len(names))
+    idx = [L.get_label(n).index for n in names]
+    assert np.all(trace >= lo[idx] - 1e-12) and np.all(trace <= hi[idx] + 1e-12)

@@ -11,13 +11,25 @@ The move treats every walker as an independent HMC chain (the ensemble only batc
 emulator calls); emcee keeps the chain, the acceptance bookkeeping and the
 autocorrelation estimate. Details:
 
-- **Bounds** by the logit transform θ = lo + (hi − lo)·σ(u), with the log-Jacobian
-  Σ log[(hi − lo) σ(u)(1 − σ(u))] added to the log density (as Stan does): a flat,
-  unconstrained label becomes a smooth logistic density in u, which HMC crosses in a few
-  steps instead of bouncing off walls.
-- **Metric** (mass matrix): a dense covariance in u, first from the Laplace (Cramér–Rao)
-  covariance at the optimum, then re-estimated from the warm-up draws, regularized
-  towards the diagonal as Stan does; leapfrog runs in the whitened coordinates.
+- **Bounds**, two ways, chosen per label (``reflect``):
+  - the logit transform θ = lo + (hi − lo)·σ(u), with the log-Jacobian
+    Σ log[(hi − lo) σ(u)(1 − σ(u))] added to the log density (as Stan does): a flat,
+    unconstrained label becomes a smooth logistic density in u, which HMC crosses in a few
+    steps instead of bouncing off walls;
+  - reflection (Neal 2011, §5.5.1.5; Afshar & Domke 2015): u is θ itself, and a path that
+    reaches a wall bounces off it — the momentum's component along the wall's normal (in
+    the whitened coordinates) is reversed. The map stays reversible and volume-preserving,
+    so the Metropolis test is exact, and a label keeps its correlations linear up to the
+    wall. The logit would bend them: [C/Fe] against an [O/Fe] the spectrum leaves nearly
+    flat down to its wall is a straight valley in θ but a curve in u that no metric
+    follows (step size 0.21 instead of 0.3–0.4, and up to twice the gradients, on the
+    benchmark star). Reflecting every label costs more on flat labels (Eu, La, K: τ 2.5–3.9
+    steps), so ``run_emcee`` reflects C, N and O only (BENCHMARKS.md, session 26).
+- **Metric** (mass matrix): a dense covariance of u, first the Laplace (Cramér–Rao)
+  covariance at the optimum mapped to u, each σ capped at that of a flat label (logistic
+  or uniform over the box), then re-estimated from the warm-up draws with the
+  correlations shrunk towards zero by Stan's weights; leapfrog runs in the whitened
+  coordinates z = L⁻¹u.
 - **Step size** by dual averaging during warm-up to a mean acceptance probability of
   0.8 (Hoffman & Gelman 2014, §3.2), then frozen; each iteration jitters it by ±10 % and
   draws the number of leapfrog steps so that the path length is 0.5–1.5 × ``path_length``
@@ -49,22 +61,33 @@ class HamiltonianMove(emcee.moves.Move):
     lo, hi : (D,) bounds of θ (the flat prior's box)
     cov : (D, D) a first guess of the posterior covariance of θ (e.g. the inverse Fisher
         matrix) at ``center``
-    center : (D,) where ``cov`` holds (the optimum)
+    center : (D,) where ``cov`` holds (the optimum); the box's centre if None
     step_size : first leapfrog step, in whitened units
     path_length : leapfrog path length, in whitened units (≈ posterior σ). 3 (was 1.5):
-        the C–O valley of cool stars bends away from any metric, and a path of 1.5 σ
-        crawled along it (τ of [O/Fe] 5.6 steps, 650 steps to converge on the benchmark
-        star); with 3 it is 1.9 and 150 steps, for 1.5 × the gradients per step
-        (BENCHMARKS.md, 2026-12-06, session 21)
+        with every label through the logit, the C–O valley of cool stars bent away from
+        the metric, and a path of 1.5 σ crawled along it (τ of [O/Fe] 5.6 steps, 650 steps
+        to converge on the benchmark star); with 3 it was 1.9 and 150 steps, for 1.5 × the
+        gradients per step (BENCHMARKS.md, 2026-12-06, session 21)
     max_leapfrog : cap on leapfrog steps per transition (bounds the cost of one step)
     seed : for the momenta, jitter and acceptance draws
+    reflect : bool or (D,) bools — labels bounded by reflecting walls; the others through
+        the logit transform (default: none reflect)
     """
 
-    def __init__(self, objective_and_grad, lo, hi, cov, center, step_size: float = 0.5,
-                 path_length: float = 3.0, max_leapfrog: int = 24, seed: int = 1, target_accept: float = 0.8):
+    def __init__(self, objective_and_grad, lo, hi, cov, center=None, step_size: float = 0.5,
+                 path_length: float = 3.0, max_leapfrog: int = 24, seed: int = 1, target_accept: float = 0.8,
+                 reflect=None):
         self.f = objective_and_grad
         self.lo = np.asarray(lo, float)
-        self.w = np.asarray(hi, float) - self.lo
+        self.hi = np.asarray(hi, float)
+        self.w = self.hi - self.lo
+        self.reflect = np.broadcast_to(np.asarray(bool(reflect) if reflect is None else reflect, bool),
+                                       self.lo.shape).copy()
+        self.logit = ~self.reflect
+        # the walls in u: a logit label's u is unbounded
+        self.ulo = np.where(self.reflect, self.lo, -np.inf)
+        self.uhi = np.where(self.reflect, self.hi, np.inf)
+        center = 0.5 * (self.lo + self.hi) if center is None else np.asarray(center, float)
         self.path_length = float(path_length)
         self.max_leapfrog = int(max_leapfrog)
         self.rng = np.random.default_rng(seed)
@@ -78,54 +101,99 @@ class HamiltonianMove(emcee.moves.Move):
 
     # --- coordinates -----------------------------------------------------------------
     def to_u(self, theta: np.ndarray) -> np.ndarray:
-        s = np.clip((np.asarray(theta, float) - self.lo) / self.w, _EPS, 1.0 - _EPS)
-        return np.log(s) - np.log1p(-s)
+        """θ → u: θ itself for reflecting labels, logit((θ − lo)/w) for the others."""
+        u = np.array(theta, float)
+        s = np.clip((u[..., self.logit] - self.lo[self.logit]) / self.w[self.logit], _EPS, 1.0 - _EPS)
+        u[..., self.logit] = np.log(s) - np.log1p(-s)
+        return np.clip(u, self.ulo, self.uhi)
 
     def to_theta(self, u: np.ndarray) -> np.ndarray:
-        return self.lo + self.w * _sigmoid(u)
+        th = np.array(u, float)
+        th[..., self.logit] = self.lo[self.logit] + self.w[self.logit] * _sigmoid(th[..., self.logit])
+        return np.clip(th, self.lo, self.hi)
 
+    def _dtheta_du(self, u: np.ndarray) -> np.ndarray:
+        s = _sigmoid(u)
+        return np.where(self.logit, self.w * s * (1.0 - s), 1.0)
+
+    # --- metric ----------------------------------------------------------------------
     def laplace_metric(self, cov: np.ndarray, center: np.ndarray) -> np.ndarray:
-        """The θ covariance mapped to u at ``center`` (dθ/du = w σ(1−σ)), each σ_u capped
-        at that of the logistic density (π/√3): a label the data leave flat spans the box."""
+        """The θ covariance ``cov`` mapped to u at ``center``, each σ capped at that of the
+        density a flat label has there — uniform over the box (w/√12) for a reflecting
+        label, logistic (π/√3) for a logit one — so a label the data leave flat spans the
+        box; correlations kept."""
         cov = 0.5 * (np.asarray(cov, float) + np.asarray(cov, float).T)
-        s = _sigmoid(self.to_u(center))
-        d = self.w * s * (1.0 - s)
+        d = self._dtheta_du(self.to_u(center))
         cu = cov / np.outer(d, d)
-        sd = np.sqrt(np.clip(np.diag(cu), 1e-18, None))
+        sd = np.sqrt(np.clip(np.diag(cu), 1e-300, None))
         corr = cu / np.outer(sd, sd)
-        sd = np.minimum(sd, np.pi / np.sqrt(3.0))
+        sd = np.minimum(sd, np.where(self.reflect, self.w / np.sqrt(12.0), np.pi / np.sqrt(3.0)))
         return corr * np.outer(sd, sd)
 
-    def set_metric(self, cov_u: np.ndarray) -> None:
-        """Use ``cov_u`` (D, D), the covariance of u, as the inverse mass matrix."""
-        cov_u = 0.5 * (cov_u + cov_u.T)
-        evals, evecs = np.linalg.eigh(cov_u)
+    def set_metric(self, cov: np.ndarray) -> None:
+        """Use ``cov`` (D, D), a covariance of u, as the inverse mass matrix."""
+        cov = 0.5 * (cov + cov.T)
+        evals, evecs = np.linalg.eigh(cov)
         floor = 1e-10 * max(float(evals.max()), 1e-300)
         self.chol = np.linalg.cholesky((evecs * np.clip(evals, floor, None)) @ evecs.T)
         self._cache = None
 
     @staticmethod
-    def regularized_cov(samples_u: np.ndarray) -> np.ndarray:
-        """Stan's regularized sample covariance: (n Σ + 5·10⁻³ I)/(n + 5)."""
-        n = samples_u.shape[0]
-        c = np.cov(samples_u, rowvar=False).reshape(samples_u.shape[1], -1)
-        return (n / (n + 5.0)) * c + 1e-3 * (5.0 / (n + 5.0)) * np.eye(c.shape[0])
+    def regularized_cov(samples: np.ndarray) -> np.ndarray:
+        """The warm-up draws' covariance (of u) with the correlation matrix R shrunk by
+        Stan's weights, (n R + 5 I)/(n + 5), each σ kept: a reflecting label's u has the
+        label's units, so the shrinkage acts on the scale-free part (Stan adds 10⁻³ I to
+        the covariance itself)."""
+        n = samples.shape[0]
+        c = np.cov(samples, rowvar=False).reshape(samples.shape[1], -1)
+        sd = np.sqrt(np.clip(np.diag(c), 1e-300, None))
+        r = (n * c / np.outer(sd, sd) + 5.0 * np.eye(c.shape[0])) / (n + 5.0)
+        return r * np.outer(sd, sd)
 
-    # --- potential -------------------------------------------------------------------
+    # --- potential and path ----------------------------------------------------------
     def potential(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """U(u) = χ²/2 − log-Jacobian, ∇_u U, and χ² (so the walkers' log p = −χ²/2)."""
-        s = _sigmoid(u)
-        theta = self.lo + self.w * s
+        """U(u) = χ²/2 − log-Jacobian of the logit labels, ∇_u U, and χ² (so the walkers'
+        log p = −χ²/2); non-finite → +inf."""
+        theta = self.to_theta(u)
         chi2, g = self.f(theta)
         self.n_grad += u.shape[0]
-        d = self.w * s * (1.0 - s)
+        s = _sigmoid(u)
+        d = np.where(self.logit, self.w * s * (1.0 - s), 1.0)
         logjac = np.sum(np.log(np.clip(d, 1e-300, None)), axis=1)
-        U = 0.5 * chi2 - logjac
-        grad = 0.5 * g * d - (1.0 - 2.0 * s)
+        U = 0.5 * np.asarray(chi2, float) - logjac
+        grad = 0.5 * np.asarray(g, float) * d - np.where(self.logit, 1.0 - 2.0 * s, 0.0)
         bad = ~np.isfinite(U)
-        U = np.where(bad, np.inf, U)
         grad[bad] = 0.0
-        return U, grad, chi2
+        return np.where(bad, np.inf, U), grad, chi2
+
+    def drift(self, u: np.ndarray, r: np.ndarray, eps: float, max_reflections: int = 64):
+        """Move u (N, D) for a time ``eps`` at velocity L r, reflecting off the walls of
+        the reflecting labels: at a wall u_j = lo_j or hi_j the component of r along the
+        wall's normal in the whitened coordinates (row j of L) is reversed, which keeps |r|
+        and makes the map reversible and volume-preserving. Returns (u, r, stuck): a walker
+        still bouncing after ``max_reflections`` walls (a corner) is to be rejected."""
+        L = self.chol
+        u, r = u.copy(), r.copy()
+        left = np.full(u.shape[0], float(eps))
+        rows = np.arange(u.shape[0])
+        for _ in range(max_reflections):
+            v = r @ L.T
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.where(v > 0, (self.uhi - u) / v, np.where(v < 0, (self.ulo - u) / v, np.inf))
+            t = np.clip(t, 0.0, None)
+            j = np.argmin(t, axis=1)
+            t_hit = t[rows, j]
+            hit = t_hit < left
+            step = np.where(hit, t_hit, left)
+            u += step[:, None] * v
+            left -= step
+            if not hit.any():
+                return u, r, np.zeros(u.shape[0], bool)
+            h, jh = rows[hit], j[hit]
+            n = L[jh]
+            r[h] -= (2.0 * np.sum(r[h] * n, 1) / np.sum(n * n, 1))[:, None] * n
+            u[h, jh] = np.where(v[h, jh] > 0, self.uhi[jh], self.ulo[jh])   # on the wall exactly
+        return np.clip(u, self.ulo, self.uhi), r, left > 0
 
     # --- step-size adaptation (Hoffman & Gelman 2014, eq. 6) ---------------------------
     def start_adaptation(self) -> None:
@@ -162,24 +230,24 @@ class HamiltonianMove(emcee.moves.Move):
         L = self.chol
         r0 = self.rng.standard_normal((nw, D))
         # leapfrog in whitened coordinates z = L⁻¹u: dz/dt = r, dr/dt = −Lᵀ ∇_u U
-        u, g = u0.copy(), g0
+        u, g = u0, g0
         r = r0 - 0.5 * eps * (g @ L)
-        U = U0
+        stuck = np.zeros(nw, bool)
         chi2 = None
         for k in range(n):
-            u = u + eps * (r @ L.T)
+            u, r, s = self.drift(u, r, eps)
+            stuck |= s
             U, g, chi2 = self.potential(u)
             if k < n - 1:
                 r = r - eps * (g @ L)
         r = r - 0.5 * eps * (g @ L)
         dH = (U + 0.5 * np.sum(r * r, 1)) - (U0 + 0.5 * np.sum(r0 * r0, 1))
-        dH = np.where(np.isfinite(dH), dH, np.inf)
+        dH = np.where(np.isfinite(dH) & ~stuck, dH, np.inf)
         accept_prob = np.exp(np.minimum(0.0, -dH))
         accepted = np.log(self.rng.uniform(size=nw)) < -dH
         if self.adapting:
             self._adapt(float(np.mean(accept_prob)))
-        theta1 = self.to_theta(u)
-        new = emcee.State(theta1, log_prob=-0.5 * chi2)
+        new = emcee.State(self.to_theta(u), log_prob=-0.5 * chi2)
         state = self.update(state, new, accepted)
         Uc = np.where(accepted, U, U0)
         gc = np.where(accepted[:, None], g, g0)

@@ -35,9 +35,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import labels as L
 from .likelihood import FitCancelled, Likelihood, check_cancel
 
-__all__ = ["run_emcee", "split_rhat"]
+__all__ = ["REFLECT", "run_emcee", "split_rhat"]
+
+_IDX = {n: i for i, n in enumerate(L.label_names())}
+
+#: labels the HMC bounds by reflecting walls (the others go through the logit transform):
+#: C, N and O, which molecular equilibrium (CO, CN, CH, OH, C₂) ties together, and which a
+#: LAMOST spectrum often leaves nearly flat down to a wall — a straight valley in θ that the
+#: logit would bend (``hmc``; BENCHMARKS.md, session 26: over 15 runs of 7 stars, 273
+#: against 344 thousand gradients, the slowest 34 against 55 thousand)
+REFLECT = ("c_fe", "n_fe", "o_fe")
 
 
 def split_rhat(chain: np.ndarray) -> np.ndarray:
@@ -61,7 +71,8 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
               seed: int = 1, nwalkers: int | None = None, n_tau: float = 50.0, max_steps: int = 20000,
               check_every: int | None = None, keep_chain: bool = False, progress=None,
               trace_points: int = 400, trace_walkers: int = 16, moves: str = "hmc",
-              warmup: tuple[int, int, int] = (20, 40, 20), rhat_max: float = 1.01) -> dict:
+              warmup: tuple[int, int, int] = (20, 40, 20), rhat_max: float = 1.01,
+              reflect: tuple[str, ...] = REFLECT) -> dict:
     """Sample the posterior of the free labels (flat priors inside [lo, hi], Gaussian priors
     from ``lik``). Returns {'median', 'p16', 'p84' (ndim,), 'tau' (ndim,), 'acceptance',
     'steps', 'converged', 'covariance' (ndim, ndim) of the thinned chain, 'burn', 'thin',
@@ -77,6 +88,8 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
     steps; was 30, 60, 30) and the checks every 25 steps (was 50) were chosen on the
     benchmark star, 4 seeds each: gradient evaluations to convergence 16–42 thousand
     (median 23) against 27–33 thousand (median 31) (BENCHMARKS.md, 2026-12-06, session 21).
+    ``reflect``: the labels (names) the HMC bounds by reflecting walls instead of the
+    logit transform (:data:`REFLECT`).
     ``progress(stage, fraction, chi2=...)`` gets the best walker's χ² at each check."""
     import emcee
 
@@ -117,7 +130,8 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
     if hmc:
         from .hmc import HamiltonianMove
 
-        move = HamiltonianMove(lik.objective_and_grad, lo, hi, cov, theta0, seed=seed)
+        move = HamiltonianMove(lik.objective_and_grad, lo, hi, cov, theta0, seed=seed,
+                               reflect=np.isin(lik.free, [_IDX[n] for n in reflect]))
         sampler = emcee.EnsembleSampler(nw, ndim, log_prob, vectorize=True, moves=[move])
     else:
         de = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]
