@@ -23,13 +23,16 @@ autocorrelation estimate. Details:
     wall. The logit would bend them: [C/Fe] against an [O/Fe] the spectrum leaves nearly
     flat down to its wall is a straight valley in θ but a curve in u that no metric
     follows (step size 0.21 instead of 0.3–0.4, and up to twice the gradients, on the
-    benchmark star). Reflecting every label costs more on flat labels (Eu, La, K: τ 2.5–3.9
-    steps), so ``run_emcee`` reflects C, N and O only (BENCHMARKS.md, session 26).
+    benchmark star). Reflection serves flat labels worse (reflecting every label raised τ of
+    Eu, La, K to 2.5–3.9 steps) and a label the data press against a wall much worse (a
+    steep slope at the wall: with its N on the wall, the step size fell to 0.1 on a real giant), where the logit
+    makes a smooth tail; so ``run_emcee`` reflects C, N and O only, and only when their
+    optimum is off the walls and inside the emulator's training domain (``mcmc.REFLECT``;
+    BENCHMARKS.md, session 26).
 - **Metric** (mass matrix): a dense covariance of u, first the Laplace (Cramér–Rao)
   covariance at the optimum mapped to u, each σ capped at that of a flat label (logistic
-  or uniform over the box), then re-estimated from the warm-up draws with the
-  correlations shrunk towards zero by Stan's weights; leapfrog runs in the whitened
-  coordinates z = L⁻¹u.
+  or uniform over the box), then re-estimated from the warm-up draws, regularized towards
+  the diagonal as Stan does; leapfrog runs in the whitened coordinates z = L⁻¹u.
 - **Step size** by dual averaging during warm-up to a mean acceptance probability of
   0.8 (Hoffman & Gelman 2014, §3.2), then frozen; each iteration jitters it by ±10 % and
   draws the number of leapfrog steps so that the path length is 0.5–1.5 × ``path_length``
@@ -138,17 +141,14 @@ class HamiltonianMove(emcee.moves.Move):
         self.chol = np.linalg.cholesky((evecs * np.clip(evals, floor, None)) @ evecs.T)
         self._cache = None
 
-    @staticmethod
-    def regularized_cov(samples: np.ndarray) -> np.ndarray:
-        """The warm-up draws' covariance (of u) with the correlation matrix R shrunk by
-        Stan's weights, (n R + 5 I)/(n + 5), each σ kept: a reflecting label's u has the
-        label's units, so the shrinkage acts on the scale-free part (Stan adds 10⁻³ I to
-        the covariance itself)."""
-        n = samples.shape[0]
-        c = np.cov(samples, rowvar=False).reshape(samples.shape[1], -1)
-        sd = np.sqrt(np.clip(np.diag(c), 1e-300, None))
-        r = (n * c / np.outer(sd, sd) + 5.0 * np.eye(c.shape[0])) / (n + 5.0)
-        return r * np.outer(sd, sd)
+    def regularized_cov(self, samples_u: np.ndarray) -> np.ndarray:
+        """The warm-up draws' covariance of u regularized as Stan does, (n Σ + 5·10⁻³ S²)/(n + 5),
+        where S is 1 for a logit label (u of order one) and the box's width for a
+        reflecting one (whose u is θ, with units)."""
+        n = samples_u.shape[0]
+        c = np.cov(samples_u, rowvar=False).reshape(samples_u.shape[1], -1)
+        scale = np.where(self.reflect, self.w, 1.0)
+        return (n / (n + 5.0)) * c + 1e-3 * (5.0 / (n + 5.0)) * np.diag(scale**2)
 
     # --- potential and path ----------------------------------------------------------
     def potential(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

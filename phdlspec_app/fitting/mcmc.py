@@ -45,9 +45,13 @@ _IDX = {n: i for i, n in enumerate(L.label_names())}
 #: labels the HMC bounds by reflecting walls (the others go through the logit transform):
 #: C, N and O, which molecular equilibrium (CO, CN, CH, OH, C₂) ties together, and which a
 #: LAMOST spectrum often leaves nearly flat down to a wall — a straight valley in θ that the
-#: logit would bend (``hmc``; BENCHMARKS.md, session 26: over 15 runs of 7 stars, 273
-#: against 344 thousand gradients, the slowest 34 against 55 thousand)
+#: logit would bend. Only where the optimum is off the walls and inside the training domain
+#: (:func:`_reflecting`). BENCHMARKS.md, session 26: the benchmark star 16 against 32 thousand
+#: gradients to convergence (median of eight seeds; the slowest 18 against 66), eleven real
+#: B6212 stars 157 against 160 thousand in all.
 REFLECT = ("c_fe", "n_fe", "o_fe")
+#: "on a wall" for :data:`REFLECT`: the optimum within this fraction of the box's width
+WALL_MARGIN = 0.02
 
 
 def split_rhat(chain: np.ndarray) -> np.ndarray:
@@ -65,6 +69,19 @@ def split_rhat(chain: np.ndarray) -> np.ndarray:
     var_plus = (n - 1) / n * w + b / n
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(w > 0, np.sqrt(var_plus / w), np.inf)
+
+
+def _reflecting(lik: Likelihood, theta0: np.ndarray, lo: np.ndarray, hi: np.ndarray, names) -> np.ndarray:
+    """(ndim,) bool: the free labels of ``names`` the HMC bounds by reflection. Not one
+    whose optimum sits on a wall, nor one outside the emulator's training domain there:
+    the data press such a posterior against the wall (a steep slope that reflection
+    handles badly; the logit turns it into a smooth tail)."""
+    on_wall = (theta0 - lo < WALL_MARGIN * (hi - lo)) | (hi - theta0 < WALL_MARGIN * (hi - lo))
+    outside: set[str] = set()
+    if hasattr(lik.emu, "domain_violations"):
+        outside = set(lik.emu.domain_violations(lik.full(theta0[None]))[0])
+    chosen = {_IDX[n] for n in names if n not in outside}
+    return np.isin(lik.free, list(chosen)) & ~on_wall
 
 
 def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarray, hi: np.ndarray,
@@ -88,8 +105,9 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
     steps; was 30, 60, 30) and the checks every 25 steps (was 50) were chosen on the
     benchmark star, 4 seeds each: gradient evaluations to convergence 16–42 thousand
     (median 23) against 27–33 thousand (median 31) (BENCHMARKS.md, 2026-12-06, session 21).
-    ``reflect``: the labels (names) the HMC bounds by reflecting walls instead of the
-    logit transform (:data:`REFLECT`).
+    ``reflect``: the labels (names) the HMC may bound by reflecting walls instead of the
+    logit transform (:data:`REFLECT`), each where its optimum ``theta0`` is off the walls
+    and inside the emulator's training domain.
     ``progress(stage, fraction, chi2=...)`` gets the best walker's χ² at each check."""
     import emcee
 
@@ -131,7 +149,7 @@ def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarr
         from .hmc import HamiltonianMove
 
         move = HamiltonianMove(lik.objective_and_grad, lo, hi, cov, theta0, seed=seed,
-                               reflect=np.isin(lik.free, [_IDX[n] for n in reflect]))
+                               reflect=_reflecting(lik, theta0, lo, hi, reflect))
         sampler = emcee.EnsembleSampler(nw, ndim, log_prob, vectorize=True, moves=[move])
     else:
         de = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]
