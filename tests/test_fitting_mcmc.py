@@ -114,8 +114,7 @@ def test_hmc_reflects_c_n_o_and_takes_the_other_labels_through_the_logit(emu, mo
     """run_emcee builds its HMC move with reflecting walls for the free labels of
     mcmc.REFLECT (C, N, O) — except one whose optimum sits on a wall (here [C/Fe] made
     beyond its box) or outside the training domain (an [O/Fe] of 0.85, 0.15 dex inside its
-    box but 0.68 above the Galactic trend), which keep the logit — and the chain stays
-    inside the box."""
+    box but 0.68 above the Galactic trend), which keep the logit."""
     from phdlspec_app.fitting import hmc, mcmc
 
     seen = []
@@ -128,7 +127,7 @@ def test_hmc_reflects_c_n_o_and_takes_the_other_labels_through_the_logit(emu, mo
     monkeypatch.setattr(hmc.HamiltonianMove, "__init__", spy)
     fix = {k: v for k, v in QUICK_FIX.items() if k not in ("c_fe", "o_fe")}
     fix = {**fix, "vbroad": 10.0, "vmic": 1.3}
-    lo, hi = search_box(emu)
+    _, hi = search_box(emu)
     assert mcmc.REFLECT == ("c_fe", "n_fe", "o_fe")
     cases = ((0.1, -0.1, ["c_fe", "o_fe"]), (hi[L.get_label("c_fe").index] + 0.4, -0.1, ["o_fe"]),
              (0.1, 0.85, ["c_fe"]))
@@ -139,6 +138,4 @@ def test_hmc_reflects_c_n_o_and_takes_the_other_labels_through_the_logit(emu, mo
         assert [n for n, f in zip(names, seen[-1], strict=True) if f] == reflected, (c_fe, o_fe)
         if o_fe > 0.5:   # off the wall: left out for the domain, not the wall
             assert 0.05 < hi[L.get_label("o_fe").index] - r.labels["o_fe"]
-        trace = r.mcmc["trace"].reshape(-1, len(names))
-        idx = [L.get_label(n).index for n in names]
-        assert np.all(trace >= lo[idx] - 1e-12) and np.all(trace <= hi[idx] + 1e-12)
+            assert "o_fe" in r.info["domain_violations"]

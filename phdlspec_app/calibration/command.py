@@ -67,7 +67,9 @@ def add_parsers(sub) -> None:
     g.add_argument("--max-order", type=int, default=2,
                    help="highest reference-trend degree tried by cross-validation (default 2)")
     g.add_argument("--bootstrap", type=int, default=400, help="bootstrap resamples of the pairs (default 400)")
-    g.add_argument("--plots", metavar="DIR", help="write diagnostic PNGs (one per label) into DIR")
+    g.add_argument("--plots", metavar="DIR",
+                   help="write diagnostic PNGs (calibration_<label>.png, one per calibrated label) into DIR; "
+                        "an earlier run's calibration_*.png there of a label without a figure now is removed")
     p.set_defaults(func=_cmd_calibrate)
 
     d = sub.add_parser(

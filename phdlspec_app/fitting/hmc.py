@@ -64,7 +64,7 @@ class HamiltonianMove(emcee.moves.Move):
     lo, hi : (D,) bounds of θ (the flat prior's box)
     cov : (D, D) a first guess of the posterior covariance of θ (e.g. the inverse Fisher
         matrix) at ``center``
-    center : (D,) where ``cov`` holds (the optimum); the box's centre if None
+    center : (D,) where ``cov`` holds (the optimum)
     step_size : first leapfrog step, in whitened units
     path_length : leapfrog path length, in whitened units (≈ posterior σ). 3 (was 1.5):
         with every label through the logit, the C–O valley of cool stars bent away from
@@ -77,25 +77,24 @@ class HamiltonianMove(emcee.moves.Move):
         the logit transform (default: none reflect)
     """
 
-    def __init__(self, objective_and_grad, lo, hi, cov, center=None, step_size: float = 0.5,
+    def __init__(self, objective_and_grad, lo, hi, cov, center, step_size: float = 0.5,
                  path_length: float = 3.0, max_leapfrog: int = 24, seed: int = 1, target_accept: float = 0.8,
                  reflect=None):
         self.f = objective_and_grad
         self.lo = np.asarray(lo, float)
         self.hi = np.asarray(hi, float)
         self.w = self.hi - self.lo
-        self.reflect = np.broadcast_to(np.asarray(bool(reflect) if reflect is None else reflect, bool),
+        self.reflect = np.broadcast_to(np.asarray(False if reflect is None else reflect, bool),
                                        self.lo.shape).copy()
         self.logit = ~self.reflect
         # the walls in u: a logit label's u is unbounded
         self.ulo = np.where(self.reflect, self.lo, -np.inf)
         self.uhi = np.where(self.reflect, self.hi, np.inf)
-        center = 0.5 * (self.lo + self.hi) if center is None else np.asarray(center, float)
         self.path_length = float(path_length)
         self.max_leapfrog = int(max_leapfrog)
         self.rng = np.random.default_rng(seed)
         self.target = float(target_accept)
-        self.set_metric(self.laplace_metric(cov, center))
+        self.set_metric(self.laplace_metric(cov, np.asarray(center, float)))
         self.step_size = float(step_size)
         self.start_adaptation()
         self.adapting = True
@@ -143,8 +142,11 @@ class HamiltonianMove(emcee.moves.Move):
 
     def regularized_cov(self, samples_u: np.ndarray) -> np.ndarray:
         """The warm-up draws' covariance of u regularized as Stan does, (n Σ + 5·10⁻³ S²)/(n + 5),
-        where S is 1 for a logit label (u of order one) and the box's width for a
-        reflecting one (whose u is θ, with units)."""
+        where S is 1 for a logit label (u of order one) and the box's width w for a
+        reflecting one (whose u is θ, with units). In θ terms that shrinks a reflecting
+        label 16× more than a logit one at the box's centre (dθ/du = w/4 there): a few per
+        cent of a 0.03 dex posterior's variance after 320 draws; the figures in
+        BENCHMARKS.md (session 26) were measured with it."""
         n = samples_u.shape[0]
         c = np.cov(samples_u, rowvar=False).reshape(samples_u.shape[1], -1)
         scale = np.where(self.reflect, self.w, 1.0)
@@ -158,7 +160,7 @@ class HamiltonianMove(emcee.moves.Move):
         chi2, g = self.f(theta)
         self.n_grad += u.shape[0]
         s = _sigmoid(u)
-        d = np.where(self.logit, self.w * s * (1.0 - s), 1.0)
+        d = self._dtheta_du(u)
         logjac = np.sum(np.log(np.clip(d, 1e-300, None)), axis=1)
         U = 0.5 * np.asarray(chi2, float) - logjac
         grad = 0.5 * np.asarray(g, float) * d - np.where(self.logit, 1.0 - 2.0 * s, 0.0)
@@ -192,7 +194,9 @@ class HamiltonianMove(emcee.moves.Move):
             h, jh = rows[hit], j[hit]
             n = L[jh]
             r[h] -= (2.0 * np.sum(r[h] * n, 1) / np.sum(n * n, 1))[:, None] * n
-            u[h, jh] = np.where(v[h, jh] > 0, self.uhi[jh], self.ulo[jh])   # on the wall exactly
+            # put it on the wall exactly: float rounding in u + t·v could leave it a hair
+            # outside, where the next pass would see a negative time to every wall
+            u[h, jh] = np.where(v[h, jh] > 0, self.uhi[jh], self.ulo[jh])
         return np.clip(u, self.ulo, self.uhi), r, left > 0
 
     # --- step-size adaptation (Hoffman & Gelman 2014, eq. 6) ---------------------------
