@@ -25,10 +25,10 @@ autocorrelation estimate. Details:
     follows (step size 0.21 instead of 0.3–0.4, and up to twice the gradients, on the
     benchmark star). Reflection serves flat labels worse (reflecting every label raised τ of
     Eu, La, K to 2.5–3.9 steps) and a label the data press against a wall much worse (a
-    steep slope at the wall: with its N on the wall, the step size fell to 0.1 on a real giant), where the logit
-    makes a smooth tail; so ``run_emcee`` reflects C, N and O only, and only when their
-    optimum is off the walls and inside the emulator's training domain (``mcmc.REFLECT``;
-    BENCHMARKS.md, session 26).
+    steep slope at the wall: with its N on the wall, the step size fell to 0.1 on a real
+    giant), where the logit makes a smooth tail; so ``run_emcee`` reflects C, N and O only,
+    and only when their optimum is off the walls and inside the emulator's training domain
+    (``mcmc.REFLECT``; BENCHMARKS.md, session 26).
 - **Metric** (mass matrix): a dense covariance of u, first the Laplace (Cramér–Rao)
   covariance at the optimum mapped to u, each σ capped at that of a flat label (logistic
   or uniform over the box), then re-estimated from the warm-up draws, regularized towards

@@ -40,8 +40,6 @@ from .likelihood import FitCancelled, Likelihood, check_cancel
 
 __all__ = ["REFLECT", "run_emcee", "split_rhat"]
 
-_IDX = {n: i for i, n in enumerate(L.label_names())}
-
 #: labels the HMC bounds by reflecting walls (the others go through the logit transform):
 #: C, N and O, which molecular equilibrium (CO, CN, CH, OH, C₂) ties together, and which a
 #: LAMOST spectrum often leaves nearly flat down to a wall — a straight valley in θ that the
@@ -80,8 +78,8 @@ def _reflecting(lik: Likelihood, theta0: np.ndarray, lo: np.ndarray, hi: np.ndar
     outside: set[str] = set()
     if hasattr(lik.emu, "domain_violations"):
         outside = set(lik.emu.domain_violations(lik.full(theta0[None]))[0])
-    chosen = {_IDX[n] for n in names if n not in outside}
-    return np.isin(lik.free, list(chosen)) & ~on_wall
+    chosen = [L.get_label(n).index for n in names if n not in outside]
+    return np.isin(lik.free, chosen) & ~on_wall
 
 
 def run_emcee(lik: Likelihood, theta0: np.ndarray, cov: np.ndarray, lo: np.ndarray, hi: np.ndarray,
